@@ -46,6 +46,9 @@ type Tuning struct {
 	Counter      CounterFigures `json:"counter"`
 	Generator    Generator      `json:"generator"`
 	Gates        []GateResult   `json:"gates"`
+	// Player holds the simulated players' own observations (loadgen); absent in
+	// summaries written before it existed.
+	Player *PlayerFigures `json:"player,omitempty"`
 	// Notes are free-form observations (crashes seen, faults applied, errors logged).
 	Notes []string `json:"notes,omitempty"`
 }
@@ -55,6 +58,9 @@ type Viewers struct {
 	Target   int `json:"target"`
 	Peak     int `json:"peak"`
 	Sessions int `json:"sessions"`
+	// Failed counts sessions that ended on a fatal player error (a load failed past
+	// its retries, as hls.js would report).
+	Failed int `json:"failed,omitempty"`
 }
 
 // Requests counts requests by kind.
@@ -62,6 +68,9 @@ type Requests struct {
 	Playlist  int64 `json:"playlist"`
 	Segment   int64 `json:"segment"`
 	Heartbeat int64 `json:"heartbeat"`
+	// Ping counts the round-trip probes viewers send to each mirror at join (only when
+	// there is more than one mirror to choose from).
+	Ping int64 `json:"ping,omitempty"`
 }
 
 // Quantiles of one measure, in the unit its key names (latency_ms → ms, live_latency_s → s).
@@ -139,6 +148,18 @@ type Generator struct {
 	// Bound is true when the generator fell behind its schedule: the run is invalid and
 	// must never be reported as a pass.
 	Bound bool `json:"bound"`
+}
+
+// PlayerFigures are what the simulated players did besides requests and stalls.
+type PlayerFigures struct {
+	MirrorSwitches  int64     `json:"mirror_switches"`  // failovers after repeated errors
+	RenditionUp     int64     `json:"rendition_up"`     // ABR switches up
+	RenditionDown   int64     `json:"rendition_down"`   // ABR switches down
+	Resyncs         int64     `json:"resyncs"`          // fell out of the live window and jumped back
+	AbortedRequests int64     `json:"aborted_requests"` // in flight at the run's end, cut short
+	CounterAnswers  int64     `json:"counter_answers"`  // heartbeats answered with a count
+	BytesIn         int64     `json:"bytes_in"`         // response body bytes received
+	StallMs         Quantiles `json:"stall_ms"`         // length of each ended stall
 }
 
 // GateResult is one threshold check.
