@@ -102,7 +102,7 @@ type Topology struct {
 type Stream struct {
 	SegmentDuration Duration `yaml:"segment_duration"` // default 2s
 	Renditions      int      `yaml:"renditions"`       // default 1
-	Bitrate         Bitrate  `yaml:"bitrate"`          // of the top rendition; default 500k
+	Bitrate         Bitrate  `yaml:"bitrate"`          // of the lowest rendition (origin --bitrate; others ×3, ×6, …); default 500k
 	Window          int      `yaml:"window"`           // segments in the live playlist; default 6
 }
 

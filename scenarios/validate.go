@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/stampede-live/stampede/testenv/nginx"
 )
 
 // Limits Validate enforces. They keep a typo (60000 mirrors, a 6h run) from starting
@@ -18,7 +20,7 @@ const (
 	maxRTT        = 10 * time.Second
 	maxNofile     = 1 << 20
 	maxGOMAXPROCS = 1024
-	maxRenditions = 8
+	maxRenditions = 6 // the origin's ladder (servers/origin.MaxRenditions)
 	maxWindow     = 1000
 )
 
@@ -236,13 +238,47 @@ func (v *validator) settings(st *Settings, run time.Duration) {
 	v.process("origin", st.Origin.Process, true)
 	v.process("mirror", st.Mirror.Process, st.Mirror.Kind == MirrorStampede)
 	v.process("counter", st.Counter.Process, true)
+	if _, err := swarmConfig(*st, run); err != nil {
+		v.errorf(flagPath(err, "viewers.flags"), "%s", flagMsg(err))
+	}
 	m := st.Mirror
+	if m.Kind == MirrorNginx {
+		nt, err := nginxTuning("check", m)
+		if err == nil {
+			// Render validates what nginx would reject (sizes, whole seconds).
+			_, err = nginx.Render(nt, "http://127.0.0.1:1", "127.0.0.1:2", "/check")
+		}
+		if err != nil {
+			v.errorf(flagPath(err, "mirror"), "%s", flagMsg(err))
+		}
+	}
 	if m.MaxConns < 0 {
 		v.errorf("mirror.max_conns", "%d: must not be negative", m.MaxConns)
 	}
 	if m.CacheSize < 0 {
 		v.errorf("mirror.cache_size", "must not be negative")
 	}
+}
+
+// flagPath and flagMsg split "viewers.flags.seed: bad value" into the field path and
+// the message; errors without a path are about the whole of fallback.
+func flagPath(err error, fallback string) string {
+	path, _, ok := strings.Cut(err.Error(), ": ")
+	if !ok || strings.ContainsRune(path, ' ') {
+		return fallback
+	}
+	if !strings.HasPrefix(path, fallback) {
+		path = fallback + "." + path
+	}
+	return path
+}
+
+func flagMsg(err error) string {
+	path, msg, ok := strings.Cut(err.Error(), ": ")
+	if !ok || strings.ContainsRune(path, ' ') {
+		return err.Error()
+	}
+	return msg
 }
 
 func (v *validator) rtts(path string, l []Duration, mirrors int) {

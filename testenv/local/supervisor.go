@@ -293,8 +293,8 @@ func (s *Supervisor) logPath(name string) string {
 // spawner starts child processes from one goroutine locked to its OS thread for the
 // supervisor's lifetime. The parent-death signal (Pdeathsig) fires when the *thread*
 // that forked the child exits, not the process; Go may retire idle threads, so forking
-// from an arbitrary goroutine could kill a child early. This thread exits only after
-// Close has stopped every child.
+// from an arbitrary goroutine could kill a child early. The goroutine stays locked
+// until Close has stopped every child; then it unlocks and the thread lives on.
 type spawner struct {
 	reqs chan spawnReq
 	done chan struct{}
@@ -310,8 +310,12 @@ func newSpawner() *spawner {
 	ready := make(chan struct{})
 	go func() {
 		runtime.LockOSThread()
-		// No UnlockOSThread: when this goroutine returns its thread is destroyed, which
-		// is what we want once every child has been stopped.
+		// Unlock on the way out, so the thread goes back to the runtime instead of being
+		// destroyed: LockOSThread wires an existing thread, which may already have forked
+		// some other child with a parent-death signal (Prometheus, a run's earlier
+		// servers); destroying it would kill that child. Every child of this spawner is
+		// stopped before it returns, so none needs the thread to die.
+		defer runtime.UnlockOSThread()
 		close(ready)
 		for {
 			select {
