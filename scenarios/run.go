@@ -16,6 +16,7 @@ import (
 	"github.com/stampede-live/stampede/internal/serverkit"
 	"github.com/stampede-live/stampede/loadgen"
 	"github.com/stampede-live/stampede/loadgen/report"
+	"github.com/stampede-live/stampede/testenv/containers"
 	"github.com/stampede-live/stampede/testenv/local"
 )
 
@@ -69,6 +70,11 @@ type RunConfig struct {
 	NginxBinary string
 	// Reporters render the run once its summary is written (report.html plugs in here).
 	Reporters []Reporter
+	// Env is where the relay runs: EnvLocal (default) or EnvContainers (Docker, an
+	// image built from Binary once per run).
+	Env string
+
+	image *containers.Image // EnvContainers: built by Run
 }
 
 // Target is one process to scrape, for Prometheus.
@@ -157,6 +163,15 @@ func Run(ctx context.Context, s *Scenario, cfg RunConfig) (*RunResult, error) {
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
+	}
+	if cfg.Env == EnvContainers {
+		cfg.progressf("building the relay image from %s\n", cfg.Binary)
+		img, err := containers.BuildImage(ctx, containers.ImageConfig{Binary: cfg.Binary})
+		if err != nil {
+			return nil, err
+		}
+		defer img.Remove(context.Background())
+		cfg.image = img
 	}
 	res := &RunResult{Dir: cfg.Dir, Summary: &report.Summary{
 		Schema: report.SchemaVersion, Run: cfg.Run, Scenario: s.Name, Started: time.Now().UTC(),
@@ -274,7 +289,7 @@ func runTuning(ctx context.Context, s *Scenario, tun *Tuning, cfg RunConfig) (fi
 	tc.NginxBinary = cfg.NginxBinary
 	tc.OnEvent = events.add
 	startedAt := time.Now()
-	topo, err := local.StartTopology(ctx, tc)
+	topo, err := startRelay(ctx, cfg, tc)
 	if err != nil {
 		if ctx.Err() != nil {
 			tr.Incomplete = true
@@ -286,10 +301,9 @@ func runTuning(ctx context.Context, s *Scenario, tun *Tuning, cfg RunConfig) (fi
 		if cerr := topo.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("stopping the topology: %w", cerr)
 		}
-		tr.Events = topo.Supervisor().Events()
+		tr.Events = topo.Events()
 	}()
-	cfg.progressf("  topology up in %.1fs: origin %s, %s, counter %s (logs in %s)\n",
-		time.Since(startedAt).Seconds(), topo.Origin().Addr(), mirrorList(topo), topo.CounterURL(), tc.LogDir)
+	cfg.progressf("  topology up in %.1fs: %s\n", time.Since(startedAt).Seconds(), topo.Describe())
 	if cfg.OnTarget != nil {
 		announceTargets(cfg.OnTarget, topo, labels)
 	}
@@ -332,7 +346,7 @@ func runTuning(ctx context.Context, s *Scenario, tun *Tuning, cfg RunConfig) (fi
 		defer stop()
 	}
 
-	sampler := topo.NewSampler()
+	sampler := topo
 	first := sampler.Sample(ctx)
 	rec := newServerRecorder(tun.Name, first, topo)
 	runCtx, cancelRun := context.WithCancel(ctx)
@@ -348,7 +362,7 @@ func runTuning(ctx context.Context, s *Scenario, tun *Tuning, cfg RunConfig) (fi
 	}()
 	go func() {
 		defer bg.Done()
-		err := local.RunFaults(runCtx, nil, start, s.LocalFaults(), topo.Supervisor().Targets(topo.Links()), topo.Supervisor().RecordFault)
+		err := topo.RunFaults(runCtx, start, s.LocalFaults(), nil)
 		if err != nil && runCtx.Err() == nil {
 			events.note("faults", "fault plan failed: "+err.Error())
 		}
@@ -377,7 +391,7 @@ func runTuning(ctx context.Context, s *Scenario, tun *Tuning, cfg RunConfig) (fi
 	tr.Series.Tuning = tun.Name
 	tr.Servers = rec.series()
 	serverFigures(&t, tr.Servers)
-	t.Notes = append(t.Notes, eventNotes(topo.Supervisor().Events(), start)...)
+	t.Notes = append(t.Notes, eventNotes(topo.Events(), start)...)
 	if runErr != nil {
 		t.Notes = append(t.Notes, "viewers: "+runErr.Error())
 	}
@@ -404,7 +418,7 @@ func mirrorList(t *local.Topology) string {
 
 // announceTargets tells OnTarget about every server that serves /metrics (nginx does
 // not; the runner scrapes its stub_status itself).
-func announceTargets(on func(Target), topo *local.Topology, labels map[string]string) {
+func announceTargets(on func(Target), topo relay, labels map[string]string) {
 	with := func(instance string) map[string]string {
 		l := map[string]string{"instance_name": instance}
 		for k, v := range labels {
@@ -412,14 +426,15 @@ func announceTargets(on func(Target), topo *local.Topology, labels map[string]st
 		}
 		return l
 	}
-	on(Target{Job: local.RoleOrigin, Addr: topo.Origin().Addr(), Labels: with(local.RoleOrigin)})
-	for _, m := range topo.Mirrors() {
-		if m.Kind == local.MirrorStampede {
-			on(Target{Job: local.RoleMirror, Addr: m.Process.Addr(), Labels: with(m.Name)})
+	for _, name := range topo.Names() {
+		job := name
+		if strings.HasPrefix(name, local.RoleMirror) {
+			job = local.RoleMirror
+			if lr, ok := topo.(*localRelay); ok && !isStampedeMirror(lr, name) {
+				continue // nginx serves no /metrics
+			}
 		}
-	}
-	if c := topo.Counter(); c != nil {
-		on(Target{Job: local.RoleCounter, Addr: c.Addr(), Labels: with(local.RoleCounter)})
+		on(Target{Job: job, Addr: topo.Server(name).Addr(), Labels: with(name)})
 	}
 }
 
@@ -443,7 +458,7 @@ func serveViewerMetrics(swarm *loadgen.Swarm, on func(Target), labels map[string
 	return func() { cancel(); <-done }, nil
 }
 
-func sampleEvery(ctx context.Context, s *local.Sampler, every time.Duration, rec *serverRecorder) {
+func sampleEvery(ctx context.Context, s interface{ Sample(context.Context) local.Sample }, every time.Duration, rec *serverRecorder) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
@@ -552,4 +567,13 @@ func eventNotes(events []local.Event, start time.Time) []string {
 		}
 	}
 	return out
+}
+
+func isStampedeMirror(r *localRelay, name string) bool {
+	for _, m := range r.Mirrors() {
+		if m.Name == name {
+			return m.Kind == local.MirrorStampede
+		}
+	}
+	return false
 }

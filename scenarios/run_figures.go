@@ -117,20 +117,14 @@ func ReadServers(path string) (*ServerSeries, error) {
 type serverRecorder struct {
 	tuning string
 	names  []string // process names in report order
-	topo   *local.Topology
+	topo   relay
 
 	mu      sync.Mutex // protects samples
 	samples []local.Sample
 }
 
-func newServerRecorder(tuning string, first local.Sample, topo *local.Topology) *serverRecorder {
-	names := []string{local.RoleOrigin}
-	for _, m := range topo.Mirrors() {
-		names = append(names, m.Name)
-	}
-	if topo.Counter() != nil {
-		names = append(names, local.RoleCounter)
-	}
+func newServerRecorder(tuning string, first local.Sample, topo relay) *serverRecorder {
+	names := topo.Names()
 	return &serverRecorder{tuning: tuning, names: names, topo: topo, samples: []local.Sample{first}}
 }
 
@@ -258,19 +252,15 @@ func (r *serverRecorder) series() *ServerSeries {
 	// Links and the supervisor's records.
 	for i := range totals {
 		tt := &totals[i]
-		var p *local.Process
-		switch {
-		case tt.Name == local.RoleOrigin:
-			p = r.topo.Origin()
-			if fp := r.topo.OriginFront(); fp != nil {
-				tt.ViewerBytes = fp.Stats().BytesDown
+		p := r.topo.Server(tt.Name)
+		if lr, ok := r.topo.(*localRelay); ok {
+			if tt.Name == local.RoleOrigin {
+				if fp := lr.OriginFront(); fp != nil {
+					tt.ViewerBytes = fp.Stats().BytesDown
+				}
 			}
-		case tt.Name == local.RoleCounter:
-			p = r.topo.Counter()
-		default:
-			for _, m := range r.topo.Mirrors() {
+			for _, m := range lr.Mirrors() {
 				if m.Name == tt.Name {
-					p = m.Process
 					tt.UpstreamBytes = m.Upstream.Stats().BytesDown
 				}
 			}

@@ -39,7 +39,7 @@ bound), 2 bad input.`
 var reporters []scenarios.Reporter
 
 // benchEnvs are the environments a topology can run in.
-var benchEnvs = []string{"local"}
+var benchEnvs = []string{scenarios.EnvLocal, scenarios.EnvContainers}
 
 func runBench(ctx context.Context, args []string) error {
 	return benchMain(ctx, args, os.Stdout, os.Stderr)
@@ -98,7 +98,7 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 	cfg := scenarios.RunConfig{
 		Binary: bin, Dir: *out, Run: *runName, Progress: stderr, Terminal: isTerminalWriter(stderr),
-		Subnet: *subnet, ResultsSample: *sample, Reporters: reporters,
+		Subnet: *subnet, ResultsSample: *sample, Reporters: reporters, Env: *env,
 	}
 	if *sample == 0 {
 		cfg.ResultsSample = -1
