@@ -310,6 +310,7 @@ loop:
 
 	// Graceful stop: no new requests; requests in flight get StopGrace to finish.
 	stopAt := time.Now()
+	s.rec.closing.Store(true)
 	for _, v := range s.Viewers() {
 		v.stop(reasonStopped)
 	}
