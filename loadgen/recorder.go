@@ -31,7 +31,7 @@ type Recorder struct {
 	mirrors []string
 	results *resultsWriter // nil when no per-request results are written
 
-	active  atomic.Int64 // viewers in a session
+	active atomic.Int64 // viewers in a session
 	// closing is set when the swarm starts stopping every viewer at the run's end: from
 	// then on the true count falls faster than any counter could follow (it forgets a
 	// viewer only after its expiry), so answers are no longer compared with it.
