@@ -28,7 +28,7 @@ func TestBenchAndCapacityBadInput(t *testing.T) {
 		{"bench", []string{"--scenario", filepath.Join(t.TempDir(), "missing.yaml")}, "no such file"}, // missing file
 		{"bench", []string{"--scenario", bad}, "viewers.count"},                                       // invalid file: names the field
 		{"bench", []string{"--tuning", "nope"}, `no tuning "nope"`},                                   // unknown tuning
-		{"bench", []string{"--env", "containers"}, "--env"},                                           // environment not built
+		{"bench", []string{"--env", "kubernetes"}, "--env"},                                           // unknown environment
 		{"bench", []string{"--viewers", "-1"}, "--viewers"},                                           // negative count
 		{"bench", []string{"--keep"}, "--keep"},                                                       // keep without prometheus
 		{"bench", []string{"--results-sample", "2"}, "--results-sample"},                              // not a share

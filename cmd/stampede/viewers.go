@@ -165,6 +165,14 @@ func runViewers(ctx context.Context, args []string) error {
 	if werr := report.WriteSeries(*out, &series); werr != nil {
 		return fmt.Errorf("writing %s: %w", *out, werr)
 	}
+	// The report is a picture of what was written; a failure to draw it loses nothing.
+	if problems, werr := report.WriteHTML(*out); werr != nil {
+		fmt.Fprintf(os.Stderr, "report.html: %v\n", werr)
+	} else {
+		for _, p := range problems {
+			fmt.Fprintf(os.Stderr, "report.html: %s\n", p)
+		}
+	}
 	if resultsFile != nil {
 		if cerr := resultsFile.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("--results: %w", cerr)

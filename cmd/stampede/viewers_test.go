@@ -5,7 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,5 +60,12 @@ func TestViewersWritesSummary(t *testing.T) {
 	series, err := report.ReadSeries(filepath.Join(dir, report.SeriesFile))
 	if err != nil || len(series.Points) < 3 {
 		t.Fatalf("series %+v, %v", series, err)
+	}
+	page, err := os.ReadFile(filepath.Join(dir, "report.html"))
+	if err != nil || !strings.Contains(string(page), "r1") {
+		t.Fatalf("report.html not written beside the summary: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, report.SummaryFile)); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("summary.json mode %v (%v), want 0644", fi.Mode(), err)
 	}
 }

@@ -196,6 +196,11 @@ func Write(dir string, s *Summary) error {
 		os.Remove(tmp.Name())
 		return err
 	}
+	// CreateTemp makes 0600 files; a summary is meant to be read by CI and people.
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
 	return os.Rename(tmp.Name(), filepath.Join(dir, SummaryFile))
 }
 
