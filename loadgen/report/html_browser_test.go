@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -78,62 +80,59 @@ func TestReportInChromium(t *testing.T) {
 			bctx, cancelBrowser := chromedp.NewContext(actx)
 			defer cancelBrowser()
 
-			// Subscribe before navigating so no message is lost; read until the browser closes.
-			messages := chromedp.Console(bctx)
+			// Listen before navigating so no message is lost.
 			var mu sync.Mutex // protects problems
 			var problems []string
-			read := make(chan struct{})
-			go func() {
-				defer close(read)
-				for m, err := range messages {
-					if err != nil {
+			chromedp.ListenTarget(bctx, func(ev any) {
+				var msg string
+				switch ev := ev.(type) {
+				case *runtime.EventConsoleAPICalled:
+					if ev.Type != runtime.APITypeError {
 						return
 					}
-					if m.Type == chromedp.ConsoleError || m.IsException() {
-						mu.Lock()
-						problems = append(problems, m.String()+" ("+m.URL+")")
-						mu.Unlock()
+					var parts []string
+					for _, a := range ev.Args {
+						parts = append(parts, string(a.Value)+a.Description)
 					}
+					msg = "console.error: " + strings.Join(parts, " ")
+				case *runtime.EventExceptionThrown:
+					msg = "exception: " + ev.ExceptionDetails.Error()
+				case *cdplog.EventEntryAdded:
+					if ev.Entry.Level != cdplog.LevelError {
+						return
+					}
+					msg = "log: " + ev.Entry.Text + " (" + ev.Entry.URL + ")"
+				default:
+					return
 				}
-			}()
+				mu.Lock()
+				problems = append(problems, msg)
+				mu.Unlock()
+			})
 
-			err := chromedp.Do(bctx,
+			var charts []renderedChart
+			// Each "M" after the first starts the line again after a gap.
+			var counterBreaks int
+			var png, topPNG, counterPNG []byte
+			err := chromedp.Run(bctx,
+				cdplog.Enable(),
 				chromedp.Navigate("file://"+filepath.Join(dir, HTMLFile)),
-				chromedp.WaitReady(chromedp.CSS(`body[data-rendered="true"]`)),
+				chromedp.WaitReady(`body[data-rendered="true"]`, chromedp.ByQuery),
+				chromedp.Evaluate(`Array.from(document.querySelectorAll('figure.chart, figure.bars')).map(f => ({
+					chart: f.dataset.chart, points: Number(f.dataset.points),
+					paths: f.querySelectorAll('path.series').length, bars: f.querySelectorAll('.bar').length}))`, &charts),
+				chromedp.Evaluate(`(() => { const p = document.querySelector('figure[data-chart^="counter/"] path[data-name="counter\'s answer"]');
+					return p ? p.getAttribute('d').split('M').length - 2 : -1; })()`, &counterBreaks),
+				chromedp.FullScreenshot(&png, 100),
+				// What a reader sees first, and the story's graph on its own: the counter
+				// against the truth.
+				chromedp.CaptureScreenshot(&topPNG),
+				chromedp.Screenshot("#row-counter", &counterPNG, chromedp.ByQuery),
 			)
 			if err != nil {
 				t.Fatal(err)
 			}
-			charts, err := chromedp.Run(bctx, chromedp.Evaluate[[]renderedChart](
-				`Array.from(document.querySelectorAll('figure.chart, figure.bars')).map(f => ({
-					chart: f.dataset.chart, points: Number(f.dataset.points),
-					paths: f.querySelectorAll('path.series').length, bars: f.querySelectorAll('.bar').length}))`))
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Each "M" after the first starts the line again after a gap.
-			counterBreaks, err := chromedp.Run(bctx, chromedp.Evaluate[int](
-				`(() => { const p = document.querySelector('figure[data-chart^="counter/"] path[data-name="counter\'s answer"]');
-					return p ? p.getAttribute('d').split('M').length - 2 : -1; })()`))
-			if err != nil {
-				t.Fatal(err)
-			}
-			png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
-			if err != nil {
-				t.Fatal(err)
-			}
-			// What a reader sees first, and the story's graph on its own: the counter
-			// against the truth.
-			topPNG, err := chromedp.Run(bctx, chromedp.CaptureScreenshot())
-			if err != nil {
-				t.Fatal(err)
-			}
-			counterPNG, err := chromedp.Run(bctx, chromedp.Screenshot(chromedp.CSS("#row-counter")))
-			if err != nil {
-				t.Fatal(err)
-			}
 			cancelBrowser()
-			<-read
 			shot := filepath.Join(artifactDir(t), "report-"+name+".png")
 			if err := os.WriteFile(shot, png, 0o644); err != nil {
 				t.Fatal(err)
