@@ -23,7 +23,7 @@ TEST_TIMEOUT ?= 25m
 .PHONY: help build test deps bench lint fmt clean bench-mirror
 
 help: ## list targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build bin/stampede (static, CGO off)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/stampede
@@ -33,6 +33,13 @@ deps: ## install what the tests need (Debian packages when missing, Go modules)
 
 test: deps ## set up, then run every test with the race detector
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+	cd loadgen/k6 && $(GO) test -race -mod=mod -timeout $(TEST_TIMEOUT) ./...
+
+# The k6 extension is its own Go module (it links go.k6.io/k6, AGPL-3.0; the stampede
+# module does not). -mod=mod above lets its go.sum follow the stampede module's go.mod.
+.PHONY: k6
+k6: ## build bin/k6: k6 v1.8.1 with the k6/x/stampede extension, as xk6 would (cached; README "Beyond one machine")
+	GO=$(GO) bash loadgen/k6/build.sh $(CURDIR)/bin/k6
 
 bench: build ## run the bench: make bench VIEWERS=5000 [SCENARIO=baseline DURATION=60s TUNING=name ENV=local]
 	$(BIN) bench --scenario $(SCENARIO) --env $(ENV) $(if $(VIEWERS),--viewers $(VIEWERS)) $(if $(DURATION),--duration $(DURATION)) $(foreach t,$(subst $(comma), ,$(TUNING)),--tuning $(t)) $(BENCH_FLAGS)

@@ -454,7 +454,8 @@ func TestRandomMirrorChoiceSpreadsViewersWithoutPing(t *testing.T) {
 	if err := env.setTargets(Targets{Master: a.URL + "/live/master.m3u8", Mirrors: []string{a.URL, b.URL}}); err != nil {
 		t.Fatal(err)
 	}
-	env.rec = NewRecorder(nil, []string{"a", "b"})
+	rec := NewRecorder(nil, []string{"a", "b"})
+	env.rec = rec
 	for id := 0; id < 40; id++ {
 		v := newViewer(env, id, nil)
 		v.client.(*httpClient).dial = c.dial
@@ -469,7 +470,7 @@ func TestRandomMirrorChoiceSpreadsViewersWithoutPing(t *testing.T) {
 	if per["a"] < 10 || per["b"] < 10 || per["a"]+per["b"] != 40 {
 		t.Fatalf("joins per mirror %v, want 40 spread over both", per)
 	}
-	if n := env.rec.Requests(KindPing); n != 0 {
+	if n := rec.Requests(KindPing); n != 0 {
 		t.Fatalf("%d pings with a random choice", n)
 	}
 }

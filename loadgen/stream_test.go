@@ -175,7 +175,8 @@ func testViewer(t testing.TB, c *vclock, cfg PlayerConfig, targets Targets) (*Vi
 	for i, ep := range env.mirrors {
 		names[i] = ep.name
 	}
-	env.rec = NewRecorder(nil, names)
+	rec := NewRecorder(nil, names)
+	env.rec = rec
 	v := newViewer(env, 0, nil)
 	v.client.(*httpClient).dial = c.dial
 	v.start()
@@ -183,5 +184,5 @@ func testViewer(t testing.TB, c *vclock, cfg PlayerConfig, targets Targets) (*Vi
 		v.stop(reasonStopped)
 		v.abort()
 	})
-	return v, env.rec
+	return v, rec
 }

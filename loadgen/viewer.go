@@ -15,7 +15,7 @@ import (
 type viewerEnv struct {
 	cfg         PlayerConfig // defaults applied
 	sched       scheduler
-	rec         *Recorder
+	rec         sink        // the swarm's Recorder, or Watch's observer
 	mirrors     []*endpoint // where the stream can be played from, in configured order
 	masterPath  string      // the multivariant playlist's path below each mirror's base
 	counter     *endpoint   // nil: no heartbeats
