@@ -458,7 +458,9 @@ func serveViewerMetrics(swarm *loadgen.Swarm, on func(Target), labels map[string
 	return func() { cancel(); <-done }, nil
 }
 
-func sampleEvery(ctx context.Context, s interface{ Sample(context.Context) local.Sample }, every time.Duration, rec *serverRecorder) {
+func sampleEvery(ctx context.Context, s interface {
+	Sample(context.Context) local.Sample
+}, every time.Duration, rec *serverRecorder) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
