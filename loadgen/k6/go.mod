@@ -21,7 +21,7 @@ require (
 	github.com/bufbuild/protocompile v0.14.1 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
-	github.com/chromedp/cdproto v0.159.0 // indirect
+	github.com/chromedp/cdproto v0.0.0-20250803210736-d308e07a266d // indirect
 	github.com/chromedp/sysutil v1.1.0 // indirect
 	github.com/dgryski/go-rendezvous v0.0.0-20200823014737-9f7001d12a5f // indirect
 	github.com/dlclark/regexp2 v1.12.0 // indirect
@@ -109,8 +109,3 @@ require (
 // levels up. A replace directive only applies when this module is the main module, so
 // builds that use it as a dependency (xk6) pass the same replace themselves (README).
 replace github.com/stampede-live/stampede => ../..
-
-// k6 v1.8.1's browser module compiles only against the chromedp/cdproto it was released
-// with; the stampede module's own chromedp (the HTML report's browser test) requires a
-// newer, incompatible cdproto, which minimal version selection would pick for k6 too.
-replace github.com/chromedp/cdproto => github.com/chromedp/cdproto v0.0.0-20250803210736-d308e07a266d
