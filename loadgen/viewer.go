@@ -453,6 +453,23 @@ func (v *Viewer) onFailure(rs *loadRetry, p LoadPolicy, res *response) (bool, ti
 	return false, 0
 }
 
+// retryLocked is what a lane does after a failed load (onFailure): a load that is not
+// retried stops the viewer and idles the lane; a retry is either at once (true: the
+// lane loads again now) or armed on the lane's timer after its delay. Must hold v.mu.
+func (v *Viewer) retryLocked(rs *loadRetry, state *laneState, p LoadPolicy, res *response, arm func(time.Duration)) bool {
+	retry, d := v.onFailure(rs, p, res)
+	switch {
+	case !retry:
+		*state = laneIdle
+		v.stopLocked(reasonFatal)
+		return false
+	case d == 0:
+		return true
+	}
+	arm(d)
+	return false
+}
+
 // pingMirrors measures each mirror's round trip with one GET of the multivariant
 // playlist and orders them nearest first; unreachable mirrors go last.
 func (v *Viewer) pingMirrors() {
@@ -571,17 +588,7 @@ func (v *Viewer) loadPlaylist() bool {
 		return false
 	}
 	if failed(res) {
-		retry, d := v.onFailure(&v.plRetry, policy, res)
-		switch {
-		case !retry:
-			v.plState = laneIdle
-			v.stopLocked(reasonFatal)
-			return false
-		case d == 0:
-			return true
-		}
-		v.armPlaylist(d)
-		return false
+		return v.retryLocked(&v.plRetry, &v.plState, policy, res, v.armPlaylist)
 	}
 	v.plRetry = loadRetry{}
 	if stale || v.plNow || (master && v.levelsFromMaster) {
@@ -816,17 +823,7 @@ func (v *Viewer) loadSegment() bool {
 		return false
 	}
 	if failed(res) {
-		retry, d := v.onFailure(&v.segRetry, p, res)
-		switch {
-		case !retry:
-			v.segState = laneIdle
-			v.stopLocked(reasonFatal)
-			return false
-		case d == 0:
-			return true
-		}
-		v.armSegment(d)
-		return false
+		return v.retryLocked(&v.segRetry, &v.segState, p, res, v.armSegment)
 	}
 	v.segRetry = loadRetry{}
 	if isMap {

@@ -186,7 +186,7 @@ func FindCapacity(ctx context.Context, s *Scenario, cfg CapacityConfig) (*Capaci
 		return runStep(ctx, s, cfg.RunConfig, viewers)
 	}
 	err := search(ctx, c, step, res, cfg.Progress)
-	if werr := writeJSON(filepath.Join(cfg.Dir, CapacityFile), res); werr != nil && err == nil {
+	if werr := report.WriteJSONFile(filepath.Join(cfg.Dir, CapacityFile), res, " "); werr != nil && err == nil {
 		err = werr
 	}
 	return res, err
@@ -326,7 +326,7 @@ func runStep(ctx context.Context, s *Scenario, rc RunConfig, n int) (CapacitySte
 }
 
 // resources sums up what a step used.
-func resources(t *report.Tuning, ss *ServerSeries, st Settings, machine cpuTimes) Resources {
+func resources(t *report.Tuning, ss *report.ServerSeries, st Settings, machine cpuTimes) Resources {
 	r := Resources{Cores: float64(runtime.NumCPU()), MachineBusy: machine.busyShare()}
 	a := st.Viewers.Arrivals
 	arrived := (a.At.D() + a.Over.D()).Seconds()
@@ -372,7 +372,7 @@ func resources(t *report.Tuning, ss *ServerSeries, st Settings, machine cpuTimes
 
 // steadyRate is a mirror's mean sending rate in bits/s over the steps after every
 // viewer had arrived (all steps when none came after).
-func steadyRate(ss *ServerSeries, name string, arrived float64) float64 {
+func steadyRate(ss *report.ServerSeries, name string, arrived float64) float64 {
 	var sum float64
 	var n int
 	for _, pass := range []float64{arrived, -1} {

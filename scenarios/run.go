@@ -35,7 +35,7 @@ const (
 // its totals), results.bin (requests in vegeta's encoding), events.log (starts, crashes,
 // faults), logs/ (each process's output).
 const (
-	ServersFile = "servers.json"
+	ServersFile = report.ServersFile
 	ResultsFile = "results.bin"
 	EventsFile  = "events.log"
 	LogsDir     = "logs"
@@ -118,7 +118,7 @@ type TuningRun struct {
 	// Dir holds the tuning's files (series.json, servers.json, results.bin, events.log, logs/).
 	Dir string
 	// Servers are the per-second series and totals of every server (servers.json).
-	Servers *ServerSeries
+	Servers *report.ServerSeries
 	// Series is the viewers' per-second series (series.json).
 	Series *report.Series
 	// Events is what happened to the processes (starts, crashes, faults).
@@ -398,7 +398,7 @@ func runTuning(ctx context.Context, s *Scenario, tun *Tuning, cfg RunConfig) (fi
 	if err := report.WriteSeries(dir, tr.Series); err != nil {
 		return &t, tr, err
 	}
-	if err := writeJSON(filepath.Join(dir, ServersFile), tr.Servers); err != nil {
+	if err := report.WriteServers(dir, tr.Servers); err != nil {
 		return &t, tr, err
 	}
 	cfg.progressf("  %s: %s\n", tun.Name, oneLine(&t))

@@ -1,117 +1,13 @@
 package scenarios
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/stampede-live/stampede/loadgen/report"
 	"github.com/stampede-live/stampede/testenv/local"
 )
-
-// ServerSeries is servers.json: every server of one tuning's topology, second by
-// second, and its totals over the run. Counts are from the start of the viewers' run.
-type ServerSeries struct {
-	Tuning string `json:"tuning"`
-	// StepS is the scrape interval in seconds.
-	StepS float64 `json:"step_s"`
-	// Processes are the totals, origin first, then the mirrors in order, then the counter.
-	Processes []ProcessTotals `json:"processes"`
-	Points    []ServerPoint   `json:"points"`
-}
-
-// ServerPoint is every server at one scrape.
-type ServerPoint struct {
-	T     float64                 `json:"t"` // seconds since the viewers' run began
-	Procs map[string]ProcessPoint `json:"procs"`
-}
-
-// ProcessPoint is one server during one step: counts are events within the step,
-// levels are as of its end.
-type ProcessPoint struct {
-	Up       bool  `json:"up"` // answered its scrape
-	OpenFDs  int64 `json:"open_fds"`
-	Conns    int64 `json:"conns,omitempty"` // mirrors: open client connections
-	Requests int64 `json:"requests"`
-	Upstream int64 `json:"upstream_requests,omitempty"`
-	// HitRatio is the share of the step's requests a mirror answered from its cache;
-	// absent when it had none.
-	HitRatio *float64 `json:"hit_ratio,omitempty"`
-	EMFILE   int64    `json:"emfile,omitempty"`
-	Shed     int64    `json:"shed,omitempty"`
-	CPU      float64  `json:"cpu"`                // cores busy
-	SentBps  float64  `json:"sent_bps,omitempty"` // stampede mirrors: bits/s to clients
-	Viewers  *int64   `json:"viewers,omitempty"`  // the counter's answer
-}
-
-// ProcessTotals are one server's figures over the run.
-type ProcessTotals struct {
-	Name             string  `json:"name"`
-	Role             string  `json:"role"`
-	Kind             string  `json:"kind,omitempty"`
-	Requests         int64   `json:"requests"`
-	Hits             int64   `json:"hits,omitempty"`
-	HitRatio         float64 `json:"hit_ratio,omitempty"`
-	Upstream         int64   `json:"upstream_requests,omitempty"`
-	UpstreamSegments int64   `json:"upstream_segments,omitempty"`
-	UpstreamErrors   int64   `json:"upstream_errors,omitempty"`
-	// UpstreamBytes is what the mirror's link from the origin carried.
-	UpstreamBytes int64 `json:"upstream_bytes,omitempty"`
-	// ViewerBytes is what an exposed origin's link carried to viewers.
-	ViewerBytes   int64   `json:"viewer_bytes,omitempty"`
-	SentBytes     int64   `json:"sent_bytes,omitempty"`
-	SegmentsBuilt int64   `json:"segments_built,omitempty"`
-	EMFILE        int64   `json:"emfile,omitempty"`
-	Shed          int64   `json:"shed,omitempty"`
-	MaxOpenFDs    int64   `json:"max_open_fds"`
-	MaxFDs        int64   `json:"max_fds"`
-	MaxConns      int64   `json:"max_conns,omitempty"`
-	MaxViewers    int64   `json:"max_viewers,omitempty"`
-	CPUSeconds    float64 `json:"cpu_seconds"`
-	PeakCPU       float64 `json:"peak_cpu"` // cores, busiest step
-	PeakSentBps   float64 `json:"peak_sent_bps,omitempty"`
-	Runs          int     `json:"runs"`
-	Crashes       int     `json:"crashes"`
-	// Fatal is the last crash's message (Go's "fatal error: …", nginx's [emerg]).
-	Fatal string `json:"fatal,omitempty"`
-}
-
-// Process returns the totals of the process called name.
-func (s *ServerSeries) Process(name string) (ProcessTotals, bool) {
-	for _, p := range s.Processes {
-		if p.Name == name {
-			return p, true
-		}
-	}
-	return ProcessTotals{}, false
-}
-
-// Mirrors returns the mirrors' totals, in order.
-func (s *ServerSeries) Mirrors() []ProcessTotals {
-	var out []ProcessTotals
-	for _, p := range s.Processes {
-		if p.Role == local.RoleMirror {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// ReadServers loads a servers.json.
-func ReadServers(path string) (*ServerSeries, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var s ServerSeries
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%s: not a servers series: %w", path, err)
-	}
-	return &s, nil
-}
 
 // serverRecorder keeps the samples of one tuning's run.
 type serverRecorder struct {
@@ -169,19 +65,19 @@ func (r *serverRecorder) status() string {
 }
 
 // series computes the per-step points and the totals.
-func (r *serverRecorder) series() *ServerSeries {
+func (r *serverRecorder) series() *report.ServerSeries {
 	r.mu.Lock()
 	samples := append([]local.Sample(nil), r.samples...)
 	r.mu.Unlock()
-	out := &ServerSeries{Tuning: r.tuning}
+	out := &report.ServerSeries{Tuning: r.tuning}
 	if len(samples) == 0 {
 		return out
 	}
 	t0 := samples[0].At
 	first := samples[0]
-	totals := make([]ProcessTotals, len(r.names))
+	totals := make([]report.ProcessTotals, len(r.names))
 	for i, n := range r.names {
-		totals[i] = ProcessTotals{Name: n, Role: first.Procs[n].Role, Kind: first.Procs[n].Kind}
+		totals[i] = report.ProcessTotals{Name: n, Role: first.Procs[n].Role, Kind: first.Procs[n].Kind}
 	}
 	var steps float64
 	for k := 1; k < len(samples); k++ {
@@ -191,10 +87,10 @@ func (r *serverRecorder) series() *ServerSeries {
 			continue
 		}
 		steps += dt
-		pt := ServerPoint{T: round3(cur.At.Sub(t0).Seconds()), Procs: map[string]ProcessPoint{}}
+		pt := report.ServerPoint{T: round3(cur.At.Sub(t0).Seconds()), Procs: map[string]report.ProcessPoint{}}
 		for i, n := range r.names {
 			f, p := cur.Procs[n], prev.Procs[n]
-			pp := ProcessPoint{
+			pp := report.ProcessPoint{
 				Up: f.Up, OpenFDs: f.OpenFDs, Conns: f.Conns,
 				Requests: delta(f.Requests, p.Requests), Upstream: delta(f.Upstream, p.Upstream),
 				EMFILE: delta(f.EMFILE, p.EMFILE), Shed: delta(f.Shed, p.Shed),
@@ -287,7 +183,7 @@ func delta(cur, prev float64) int64 { return int64(math.Max(0, math.Round(cur-pr
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
 
 // serverFigures writes the servers' side of summary.json into t.
-func serverFigures(t *report.Tuning, ss *ServerSeries) {
+func serverFigures(t *report.Tuning, ss *report.ServerSeries) {
 	t.Mirrors = nil
 	for _, p := range ss.Processes {
 		switch p.Role {
@@ -305,25 +201,4 @@ func serverFigures(t *report.Tuning, ss *ServerSeries) {
 	if t.Mirrors == nil {
 		t.Mirrors = []report.MirrorFigure{}
 	}
-}
-
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", " ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*.json")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -182,7 +182,7 @@ func TestRunMeasuresTheRelayAndStopsIt(t *testing.T) {
 				t.Errorf("tuning %s: %v", tun.Name, err)
 			}
 		}
-		ss, err := ReadServers(filepath.Join(cfg.Dir, tun.Name, ServersFile))
+		ss, err := report.ReadServers(filepath.Join(cfg.Dir, tun.Name, ServersFile))
 		if err != nil {
 			t.Fatal(err)
 		}

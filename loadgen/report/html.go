@@ -17,11 +17,6 @@ import (
 // script, styles and data are inline) that opens offline.
 const HTMLFile = "report.html"
 
-// ServersFile is the servers' per-second series `stampede bench` writes into each
-// tuning's directory (the bench runner's ServerSeries; see serverSeries for the part
-// the page reads).
-const ServersFile = "servers.json"
-
 //go:embed assets/report.html.tmpl assets/report.css assets/report.js
 var assets embed.FS
 
@@ -35,7 +30,7 @@ type RunFiles struct {
 	Dir     string
 	Summary *Summary
 	Series  []*Series       // nil where the tuning has none
-	Servers []*serverSeries // nil where the tuning has none (a `stampede viewers` run)
+	Servers []*ServerSeries // nil where the tuning has none (a `stampede viewers` run)
 	// Problems are files that exist but could not be read: the page says so and draws
 	// what it can, rather than losing the whole report to one damaged file.
 	Problems []string
@@ -51,7 +46,7 @@ func LoadRun(dir string) (*RunFiles, error) {
 		return nil, err
 	}
 	rf := &RunFiles{Dir: dir, Summary: sum,
-		Series: make([]*Series, len(sum.Tunings)), Servers: make([]*serverSeries, len(sum.Tunings))}
+		Series: make([]*Series, len(sum.Tunings)), Servers: make([]*ServerSeries, len(sum.Tunings))}
 	for i, t := range sum.Tunings {
 		sub := filepath.Join(dir, t.Name)
 		if !filepath.IsLocal(t.Name) {
@@ -71,7 +66,7 @@ func LoadRun(dir string) (*RunFiles, error) {
 			}
 		}
 		if p := filepath.Join(sub, ServersFile); exists(p) {
-			s, err := readServers(p)
+			s, err := ReadServers(p)
 			if err != nil {
 				rf.Problems = append(rf.Problems, err.Error())
 			} else {
@@ -98,25 +93,7 @@ func WriteHTML(dir string) ([]string, error) {
 	if err := RenderHTML(&buf, BuildPage(rf)); err != nil {
 		return rf.Problems, err
 	}
-	tmp, err := os.CreateTemp(dir, ".report-*.html")
-	if err != nil {
-		return rf.Problems, err
-	}
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return rf.Problems, err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return rf.Problems, err
-	}
-	// CreateTemp makes the file 0600; a report is meant to be shared like summary.json.
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		os.Remove(tmp.Name())
-		return rf.Problems, err
-	}
-	return rf.Problems, os.Rename(tmp.Name(), filepath.Join(dir, HTMLFile))
+	return rf.Problems, WriteFileAtomic(filepath.Join(dir, HTMLFile), buf.Bytes())
 }
 
 // RenderHTML writes the page for p.

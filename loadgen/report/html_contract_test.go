@@ -11,20 +11,22 @@ import (
 )
 
 // TestReadsTheRunnersServersFile: servers.json is written by the bench runner
-// (scenarios.ServerSeries) and read here through this package's own view of it. A
-// file written from the runner's type must come out on the page value for value, so
-// a renamed field on either side fails here rather than leaving a chart empty.
+// (package scenarios, through WriteServers) and drawn by the page (LoadRun,
+// BuildPage), with the one ServerSeries type. A file written the runner's way, where
+// the runner puts it, must come out on the page value for value, so a change to the
+// file's name, place or encoding on either side fails here rather than leaving a chart
+// empty.
 func TestReadsTheRunnersServersFile(t *testing.T) {
 	if report.ServersFile != scenarios.ServersFile {
 		t.Fatalf("file names differ: report %q, scenarios %q", report.ServersFile, scenarios.ServersFile)
 	}
 	hit := 0.75
 	viewers := int64(42)
-	ss := scenarios.ServerSeries{Tuning: "t", StepS: 1,
-		Processes: []scenarios.ProcessTotals{
+	ss := report.ServerSeries{Tuning: "t", StepS: 1,
+		Processes: []report.ProcessTotals{
 			{Name: "origin", Role: "origin"}, {Name: "mirror-1", Role: "mirror", Kind: "stampede"}, {Name: "counter", Role: "counter"},
 		},
-		Points: []scenarios.ServerPoint{{T: 2, Procs: map[string]scenarios.ProcessPoint{
+		Points: []report.ServerPoint{{T: 2, Procs: map[string]report.ProcessPoint{
 			"origin":   {Up: true, OpenFDs: 11, Requests: 8},
 			"mirror-1": {Up: true, OpenFDs: 33, Conns: 21, Requests: 100, HitRatio: &hit},
 			"counter":  {Up: false, OpenFDs: 5, Viewers: &viewers},
@@ -34,12 +36,12 @@ func TestReadsTheRunnersServersFile(t *testing.T) {
 	if err := report.Write(dir, &report.Summary{Run: "r", Tunings: []report.Tuning{{Name: "t"}}}); err != nil {
 		t.Fatal(err)
 	}
-	b, err := json.Marshal(ss)
-	if err != nil {
+	// The runner writes each tuning's files into DIR/<tuning>/, which it creates.
+	tuningDir := filepath.Join(dir, "t")
+	if err := os.MkdirAll(tuningDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(filepath.Join(dir, "t"), 0o755)
-	if err := os.WriteFile(filepath.Join(dir, "t", report.ServersFile), b, 0o644); err != nil {
+	if err := report.WriteServers(tuningDir, &ss); err != nil {
 		t.Fatal(err)
 	}
 	rf, err := report.LoadRun(dir)

@@ -220,7 +220,7 @@ type rowDef struct {
 	id, title, unit string
 	yMax            float64
 	viewers         func(*Series, *Tuning) *Chart
-	servers         func(*serverSeries, *Tuning) *Chart
+	servers         func(*ServerSeries, *Tuning) *Chart
 }
 
 // rowDefs are the page's rows, in order.
@@ -454,7 +454,7 @@ func generatorChart(s *Series, t *Tuning) *Chart {
 }
 
 // procLine draws one server's value over the run; a scrape it did not answer is a gap.
-func procLine(s *serverSeries, name string, f func(p serverSample, dt float64) Num) Line {
+func procLine(s *ServerSeries, name string, f func(p ProcessPoint, dt float64) Num) Line {
 	return line(name, len(s.Points), func(i int) (float64, Num) {
 		pt := s.Points[i]
 		smp, ok := pt.Procs[name]
@@ -469,7 +469,7 @@ func procLine(s *serverSeries, name string, f func(p serverSample, dt float64) N
 	})
 }
 
-func hitRatioChart(s *serverSeries, t *Tuning) *Chart {
+func hitRatioChart(s *ServerSeries, t *Tuning) *Chart {
 	mirrors := s.processes(roleMirror)
 	if len(mirrors) == 0 {
 		return nil
@@ -482,7 +482,7 @@ func hitRatioChart(s *serverSeries, t *Tuning) *Chart {
 		c.Note += m.Name + " " + formatPercent(m.HitRatio)
 	}
 	for _, name := range mirrors {
-		c.Lines = append(c.Lines, procLine(s, name, func(p serverSample, _ float64) Num {
+		c.Lines = append(c.Lines, procLine(s, name, func(p ProcessPoint, _ float64) Num {
 			if p.HitRatio == nil {
 				return gap
 			}
@@ -492,24 +492,24 @@ func hitRatioChart(s *serverSeries, t *Tuning) *Chart {
 	return c
 }
 
-func originChart(s *serverSeries, t *Tuning) *Chart {
+func originChart(s *ServerSeries, t *Tuning) *Chart {
 	origins := s.processes(roleOrigin)
 	if len(origins) == 0 {
 		return nil
 	}
 	c := &Chart{Note: formatCount(t.Origin.Requests) + " requests in all"}
 	for _, name := range origins {
-		c.Lines = append(c.Lines, procLine(s, name, func(p serverSample, dt float64) Num {
+		c.Lines = append(c.Lines, procLine(s, name, func(p ProcessPoint, dt float64) Num {
 			return rate(p.Requests, dt)
 		}))
 	}
 	return c
 }
 
-func fdsChart(s *serverSeries, _ *Tuning) *Chart {
+func fdsChart(s *ServerSeries, _ *Tuning) *Chart {
 	c := &Chart{}
 	for _, p := range s.Processes {
-		c.Lines = append(c.Lines, procLine(s, p.Name, func(p serverSample, _ float64) Num { return Num(p.OpenFDs) }))
+		c.Lines = append(c.Lines, procLine(s, p.Name, func(p ProcessPoint, _ float64) Num { return Num(p.OpenFDs) }))
 		c.Holes = append(c.Holes, holes(len(s.Points), func(i int) (float64, bool) {
 			smp, ok := s.Points[i].Procs[p.Name]
 			return s.Points[i].T, !ok || !smp.Up
@@ -518,10 +518,10 @@ func fdsChart(s *serverSeries, _ *Tuning) *Chart {
 	return c
 }
 
-func connsChart(s *serverSeries, _ *Tuning) *Chart {
+func connsChart(s *ServerSeries, _ *Tuning) *Chart {
 	c := &Chart{}
 	for _, name := range s.processes(roleMirror) {
-		c.Lines = append(c.Lines, procLine(s, name, func(p serverSample, _ float64) Num { return Num(p.Conns) }))
+		c.Lines = append(c.Lines, procLine(s, name, func(p ProcessPoint, _ float64) Num { return Num(p.Conns) }))
 	}
 	return c
 }

@@ -474,12 +474,12 @@ func FuzzBuildPage(f *testing.F) {
 	sum := &Summary{Run: "fuzz", Tunings: []Tuning{{Name: "a", Notes: []string{"fault at 1e5s: x", "c crashed at -3s: y"}}}}
 	f.Fuzz(func(t *testing.T, series, servers []byte) {
 		// The files as LoadRun reads them (a file that does not decode is left out).
-		rf := &RunFiles{Summary: sum, Series: make([]*Series, 1), Servers: make([]*serverSeries, 1)}
+		rf := &RunFiles{Summary: sum, Series: make([]*Series, 1), Servers: make([]*ServerSeries, 1)}
 		var se Series
 		if json.Unmarshal(series, &se) == nil {
 			rf.Series[0] = &se
 		}
-		var sv serverSeries
+		var sv ServerSeries
 		if json.Unmarshal(servers, &sv) == nil {
 			rf.Servers[0] = &sv
 		}

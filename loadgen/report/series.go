@@ -1,8 +1,6 @@
 package report
 
 import (
-	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 )
@@ -53,40 +51,16 @@ type PointQuantiles struct {
 	P99 float64 `json:"p99"`
 }
 
-// WriteSeries writes s as dir/series.json (atomically, like Write).
+// WriteSeries writes s as dir/series.json, creating dir (with WriteFileAtomic, like
+// Write).
 func WriteSeries(dir string, s *Series) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	b, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, ".series-*.json")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, SeriesFile))
+	return WriteJSONFile(filepath.Join(dir, SeriesFile), s, "")
 }
 
 // ReadSeries loads a series file.
 func ReadSeries(path string) (*Series, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var s Series
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%s: not a series: %w", path, err)
-	}
-	return &s, nil
+	return readJSONFile[Series](path, "series")
 }

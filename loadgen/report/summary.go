@@ -4,7 +4,6 @@
 package report
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -170,8 +169,8 @@ type GateResult struct {
 	Pass      bool    `json:"pass"`
 }
 
-// Write writes s as indented JSON to dir/summary.json, creating dir. It writes to a
-// temporary file and renames, so a reader never sees half a summary.
+// Write writes s as indented JSON to dir/summary.json, creating dir, with
+// WriteFileAtomic: a reader never sees half a summary, and anyone may read it.
 func Write(dir string, s *Summary) error {
 	if s.Schema == 0 {
 		s.Schema = SchemaVersion
@@ -179,43 +178,17 @@ func Write(dir string, s *Summary) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, ".summary-*.json")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	// CreateTemp makes 0600 files; a summary is meant to be read by CI and people.
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, SummaryFile))
+	return WriteJSONFile(filepath.Join(dir, SummaryFile), s, "  ")
 }
 
 // Read loads a summary from path, rejecting files of another schema.
 func Read(path string) (*Summary, error) {
-	b, err := os.ReadFile(path)
+	s, err := readJSONFile[Summary](path, "summary")
 	if err != nil {
 		return nil, err
-	}
-	var s Summary
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%s: not a summary: %w", path, err)
 	}
 	if s.Schema != SchemaVersion {
 		return nil, fmt.Errorf("%s: schema %d, want %d", path, s.Schema, SchemaVersion)
 	}
-	return &s, nil
+	return s, nil
 }

@@ -159,9 +159,9 @@ func (r *benchRun) tuning(name string) *report.Tuning {
 	return nil
 }
 
-func (r *benchRun) servers(name string) *scenarios.ServerSeries {
+func (r *benchRun) servers(name string) *report.ServerSeries {
 	r.t.Helper()
-	ss, err := scenarios.ReadServers(filepath.Join(r.dir, name, scenarios.ServersFile))
+	ss, err := report.ReadServers(filepath.Join(r.dir, name, scenarios.ServersFile))
 	if err != nil {
 		r.t.Fatal(err)
 	}

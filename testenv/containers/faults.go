@@ -19,14 +19,6 @@ const (
 	FaultHeal local.FaultAction = "heal"
 )
 
-// step is one action of a fault plan at a time from the start.
-type step struct {
-	at    time.Duration
-	fault local.Fault
-	name  string
-	apply func(ctx context.Context) error
-}
-
 // RunFaults applies faults at start+At on clk (nil: the wall clock), in time order,
 // with testenv/local's meaning: kill (SIGKILL; no restart until a restart fault),
 // stop (pause: hung, connections kept; Until unpauses), cont (unpause), restart
@@ -41,33 +33,22 @@ func (t *Topology) RunFaults(ctx context.Context, clk clock.Clock, start time.Ti
 	if err != nil {
 		return err
 	}
-	for _, s := range steps {
-		if wait := start.Add(s.at).Sub(clk.Now()); wait > 0 {
-			tm := clk.NewTimer(wait)
-			select {
-			case <-tm.C():
-			case <-ctx.Done():
-				tm.Stop()
-				return ctx.Err()
-			}
-		}
-		// At is when the step was issued: Docker's answer to a kill or a disconnect can
-		// take seconds on a busy host, long after the fault took effect.
-		issued := clk.Now()
-		a := local.Applied{Fault: s.fault, Step: s.name, Err: s.apply(ctx), At: issued}
-		t.emit(s.fault.Target, local.EventFault, a.String())
+	// At is when the step was issued: Docker's answer to a kill or a disconnect can
+	// take seconds on a busy host, long after the fault took effect.
+	return local.RunSteps(ctx, clk, start, steps, func(s local.Step, issued time.Time, err error) {
+		a := local.Applied{Fault: s.Fault, Step: s.Name, Err: err, At: issued}
+		t.emit(s.Fault.Target, local.EventFault, a.String())
 		if onApply != nil {
 			onApply(a)
 		}
-	}
-	return nil
+	})
 }
 
 // plan resolves targets and expands faults with an end into two steps.
-func (t *Topology) plan(faults []local.Fault) ([]step, error) {
-	var steps []step
+func (t *Topology) plan(faults []local.Fault) ([]local.Step, error) {
+	var steps []local.Step
 	add := func(at time.Duration, f local.Fault, name string, apply func(context.Context) error) {
-		steps = append(steps, step{at, f, name, apply})
+		steps = append(steps, local.Step{At: at, Fault: f, Name: name, Apply: apply})
 	}
 	for i, f := range faults {
 		if f.At < 0 || f.Until != 0 && f.Until <= f.At {
@@ -109,6 +90,6 @@ func (t *Topology) plan(faults []local.Fault) ([]step, error) {
 			return nil, fmt.Errorf("containers: fault %d: unknown action %q", i, f.Action)
 		}
 	}
-	sort.SliceStable(steps, func(i, j int) bool { return steps[i].at < steps[j].at })
+	sort.SliceStable(steps, func(i, j int) bool { return steps[i].At < steps[j].At })
 	return steps, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +23,13 @@ import (
 
 // noDaemon is why the Docker tests skip (nil: a daemon answers).
 var noDaemon error
+
+// healthClient is the tests' own probe. It never reuses connections: a probe must not
+// hold a descriptor of a server whose limit a test lowered.
+var healthClient = &http.Client{
+	Timeout:   2 * time.Second,
+	Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext},
+}
 
 // TestMain runs the suite, then removes the image and asserts that nothing labelled
 // with this process's session is left in Docker: no container, network or image

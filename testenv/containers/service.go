@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -109,7 +108,7 @@ type Service struct {
 	exits       []local.Exit
 	crashes     int
 	runs        int
-	inARow      int // crashes in a row, for the backoff
+	backoff     local.CrashBackoff
 	restartWait *time.Timer
 }
 
@@ -214,7 +213,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("containers: %s is already running", s.name)
 	}
 	s.stopped = false
-	s.inARow = 0
+	s.backoff.Reset()
 	s.mu.Unlock()
 	return s.startRun(ctx, local.EventStarted)
 }
@@ -262,45 +261,24 @@ func (s *Service) startRun(ctx context.Context, kind local.EventKind) error {
 	return s.waitHealthy(ctx, done)
 }
 
-// healthClient never reuses connections: a probe must not hold a descriptor of a
-// server whose limit a run lowered.
-var healthClient = &http.Client{
-	Timeout:   2 * time.Second,
-	Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext},
-}
-
 // waitHealthy polls /healthz through the published port until it answers 200, the
 // run ends, or the deadline passes.
 func (s *Service) waitHealthy(ctx context.Context, done <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, s.topo.healthTimeout)
 	defer cancel()
 	url := s.URL() + "/healthz"
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := healthClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				s.topo.emit(s.name, local.EventReady, url)
-				return nil
-			}
-			err = fmt.Errorf("status %s", resp.Status)
+	switch err := local.PollHealth(ctx, url, 50*time.Millisecond, done); {
+	case err == nil:
+		s.topo.emit(s.name, local.EventReady, url)
+		return nil
+	case errors.Is(err, local.ErrExited):
+		why := "exited"
+		if ex := s.Exits(); len(ex) > 0 {
+			why = ex[len(ex)-1].String()
 		}
-		last = err
-		select {
-		case <-done:
-			why := "exited"
-			if ex := s.Exits(); len(ex) > 0 {
-				why = ex[len(ex)-1].String()
-			}
-			return fmt.Errorf("containers: %s exited before it was healthy: %s\n%s", s.name, why, s.logTail(context.WithoutCancel(ctx)))
-		case <-ctx.Done():
-			return fmt.Errorf("containers: %s not healthy at %s after %s: %v\n%s", s.name, url, s.topo.healthTimeout, last, s.logTail(context.WithoutCancel(ctx)))
-		case <-tick.C:
-		}
+		return fmt.Errorf("containers: %s exited before it was healthy: %s\n%s", s.name, why, s.logTail(context.WithoutCancel(ctx)))
+	default:
+		return fmt.Errorf("containers: %s not healthy at %s after %s: %v\n%s", s.name, url, s.topo.healthTimeout, err, s.logTail(context.WithoutCancel(ctx)))
 	}
 }
 
@@ -329,7 +307,7 @@ func (s *Service) onDie(code int, at time.Time, oomKilled bool) {
 	}
 	if !e.Requested {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		e.Fatal = lastWords(s.logsSince(ctx, since, "2000"))
+		e.Fatal = local.LastWords(strings.NewReader(s.logsSince(ctx, since, "2000")))
 		cancel()
 		if oom {
 			e.Fatal = strings.TrimSpace(fmt.Sprintf("OOM-killed at its memory limit of %d bytes. %s", s.role.Limits.Memory, e.Fatal))
@@ -348,13 +326,9 @@ func (s *Service) onDie(code int, at time.Time, oomKilled bool) {
 	var backoff time.Duration
 	if !e.Requested {
 		s.crashes++
-		if e.Ended.Sub(e.Started) >= stableAfter {
-			s.inARow = 0
-		}
-		s.inARow++
+		backoff = s.backoff.Crashed(e.Ended.Sub(e.Started))
 		if s.role.Restart == local.RestartOnCrash && !s.stopped && !s.topo.isClosed() {
 			restart = true
-			backoff = min(local.DefaultRestartBackoff<<min(s.inARow-1, 20), local.DefaultMaxRestartBackoff)
 			s.topo.pending.Add(1)
 			s.restartWait = time.AfterFunc(backoff, s.restartAfterCrash)
 		}
@@ -375,10 +349,6 @@ func (s *Service) onDie(code int, at time.Time, oomKilled bool) {
 // clockSlack allows for the daemon's clock and ours to differ while a run's start on
 // the daemon's clock is not known yet.
 const clockSlack = 100 * time.Millisecond
-
-// stableAfter is how long a run must last for its crash to start a new series (the
-// backoff starts over), as in testenv/local.
-const stableAfter = 10 * time.Second
 
 func (s *Service) markOOM() {
 	s.mu.Lock()
@@ -444,16 +414,10 @@ func (s *Service) Resume() error {
 // Kill ends the container with SIGKILL and waits for the exit, which is recorded as
 // asked for; no restart until Start.
 func (s *Service) Kill() error {
-	s.mu.Lock()
-	s.stopped = true
-	s.cancelRestartLocked()
-	if !s.running {
-		s.mu.Unlock()
+	done, paused := s.requestEnd()
+	if done == nil {
 		return nil
 	}
-	s.requested = true
-	done, paused := s.done, s.paused
-	s.mu.Unlock()
 	ctx := context.Background()
 	_, err := s.topo.d.cli.ContainerKill(ctx, s.id, client.ContainerKillOptions{Signal: "KILL"})
 	if paused {
@@ -469,16 +433,10 @@ func (s *Service) Kill() error {
 // Stop ends the container gracefully (SIGTERM, SIGKILL after the grace period; a
 // paused one is thawed first) and waits for the exit; no restart until Start.
 func (s *Service) Stop() error {
-	s.mu.Lock()
-	s.stopped = true
-	s.cancelRestartLocked()
-	if !s.running {
-		s.mu.Unlock()
+	done, paused := s.requestEnd()
+	if done == nil {
 		return nil
 	}
-	s.requested = true
-	done, paused := s.done, s.paused
-	s.mu.Unlock()
 	ctx := context.Background()
 	if paused {
 		s.topo.d.cli.ContainerUnpause(ctx, s.id, client.ContainerUnpauseOptions{})
@@ -488,6 +446,21 @@ func (s *Service) Stop() error {
 		return fmt.Errorf("containers: stop %s: %w", s.name, err)
 	}
 	return s.waitExit(done, s.topo.grace+30*time.Second)
+}
+
+// requestEnd marks the current run's end as asked for, with no restart until Start.
+// done is the run's channel (nil when no run was going), paused whether the container
+// is frozen.
+func (s *Service) requestEnd() (done <-chan struct{}, paused bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
+	s.cancelRestartLocked()
+	if !s.running {
+		return nil, false
+	}
+	s.requested = true
+	return s.done, s.paused
 }
 
 // Restart stops the service (if it runs) and starts it again on the same address,
@@ -536,40 +509,35 @@ func (s *Service) inspectState(ctx context.Context) (*container.State, error) {
 // Partition disconnects the service from the upstream network: a mirror loses the
 // origin (which only that network resolves), the origin loses every mirror. Viewers
 // still reach it through its published port.
-func (s *Service) Partition(ctx context.Context) error {
-	up := s.upstream()
-	if up == nil {
-		return fmt.Errorf("containers: %s is not on the upstream network", s.name)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.partitioned {
-		return nil
-	}
-	if _, err := s.topo.d.cli.NetworkDisconnect(ctx, up.net.id, client.NetworkDisconnectOptions{Container: s.id, Force: true}); err != nil {
-		return fmt.Errorf("containers: partition %s from %s: %w", s.name, up.net.role, err)
-	}
-	s.partitioned = true
-	return nil
-}
+func (s *Service) Partition(ctx context.Context) error { return s.setPartitioned(ctx, true) }
 
 // Heal reconnects a partitioned service to the upstream network, with its alias.
-func (s *Service) Heal(ctx context.Context) error {
+func (s *Service) Heal(ctx context.Context) error { return s.setPartitioned(ctx, false) }
+
+// setPartitioned disconnects the service from the upstream network (cut) or connects
+// it back; a service already so is left alone.
+func (s *Service) setPartitioned(ctx context.Context, cut bool) error {
 	up := s.upstream()
 	if up == nil {
 		return fmt.Errorf("containers: %s is not on the upstream network", s.name)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.partitioned {
+	if s.partitioned == cut {
 		return nil
 	}
-	_, err := s.topo.d.cli.NetworkConnect(ctx, up.net.id, client.NetworkConnectOptions{
-		Container: s.id, EndpointConfig: &network.EndpointSettings{Aliases: up.aliases}})
-	if err != nil {
-		return fmt.Errorf("containers: heal %s's link to %s: %w", s.name, up.net.role, err)
+	if cut {
+		if _, err := s.topo.d.cli.NetworkDisconnect(ctx, up.net.id, client.NetworkDisconnectOptions{Container: s.id, Force: true}); err != nil {
+			return fmt.Errorf("containers: partition %s from %s: %w", s.name, up.net.role, err)
+		}
+	} else {
+		_, err := s.topo.d.cli.NetworkConnect(ctx, up.net.id, client.NetworkConnectOptions{
+			Container: s.id, EndpointConfig: &network.EndpointSettings{Aliases: up.aliases}})
+		if err != nil {
+			return fmt.Errorf("containers: heal %s's link to %s: %w", s.name, up.net.role, err)
+		}
 	}
-	s.partitioned = false
+	s.partitioned = cut
 	return nil
 }
 

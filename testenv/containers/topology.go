@@ -73,16 +73,13 @@ type Topology struct {
 	watchDone     chan struct{}
 	pending       sync.WaitGroup // restarts scheduled after a crash
 	dying         sync.WaitGroup // deaths being recorded (handle's goroutines)
+	events        *local.EventLog
 
-	mu       sync.Mutex // protects byID, events, closed
+	mu       sync.Mutex // protects byID, closed
 	byID     map[string]*Service
-	events   []local.Event
 	closed   bool
 	closeErr error
 }
-
-// maxEvents bounds the event log (a crash loop must not grow memory without end).
-const maxEvents = 10000
 
 var topoSeq atomic.Int64
 
@@ -135,6 +132,7 @@ func StartTopology(ctx context.Context, spec Spec) (*Topology, error) {
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
+	t.events = local.NewEventLog(t.log, "container", "service", spec.OnEvent)
 	if t.healthTimeout <= 0 {
 		t.healthTimeout = DefaultHealthTimeout
 	}
@@ -268,7 +266,8 @@ func (t *Topology) newService(ctx context.Context, name string, r Role, cmd []st
 	if err != nil {
 		return nil, fmt.Errorf("containers: %s: reserve a port: %w", name, err)
 	}
-	s := &Service{topo: t, name: name, role: r, cmd: cmd, nets: nets, hostPort: port, nofile: r.Limits.Nofile}
+	s := &Service{topo: t, name: name, role: r, cmd: cmd, nets: nets, hostPort: port, nofile: r.Limits.Nofile,
+		backoff: local.CrashBackoff{Base: local.DefaultRestartBackoff, Max: local.DefaultMaxRestartBackoff}}
 	if strings.HasPrefix(name, local.RoleMirror) {
 		s.roleKind = local.RoleMirror
 	} else {
@@ -456,20 +455,7 @@ func (t *Topology) handle(m events.Message, at time.Time) {
 }
 
 func (t *Topology) emit(name string, kind local.EventKind, detail string) {
-	e := local.Event{Time: time.Now(), Process: name, Kind: kind, Detail: detail}
-	t.mu.Lock()
-	if len(t.events) < maxEvents {
-		t.events = append(t.events, e)
-	}
-	t.mu.Unlock()
-	level := slog.LevelInfo
-	if kind == local.EventCrashed {
-		level = slog.LevelWarn
-	}
-	t.log.Log(context.Background(), level, "container "+string(kind), "service", name, "detail", detail)
-	if t.spec.OnEvent != nil {
-		t.spec.OnEvent(e)
-	}
+	t.events.Emit(name, kind, detail)
 }
 
 func (t *Topology) isClosed() bool {
@@ -553,11 +539,7 @@ func (t *Topology) Services() []*Service {
 }
 
 // Events returns what has happened so far, oldest first.
-func (t *Topology) Events() []local.Event {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return slices.Clone(t.events)
-}
+func (t *Topology) Events() []local.Event { return t.events.Events() }
 
 // Notes are the events a run's summary should carry (a limit lowered, a restart
 // that failed).

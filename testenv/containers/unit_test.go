@@ -15,42 +15,6 @@ import (
 
 // These tests need no Docker daemon.
 
-func TestLastWords(t *testing.T) {
-	for _, c := range []struct {
-		log, want string
-	}{
-		// the runtime's fatal error wins over everything after it
-		{"time=… msg=listening\nfatal error: concurrent map writes\n\ngoroutine 7 [running]:\nmain.main()\n\t/src/x.go:3 +0x1\n", "fatal error: concurrent map writes"},
-		// a panic, with its stack skipped
-		{"panic: boom\n\ngoroutine 1 [running]:\nmain.main()\n\t/src/x.go:9 +0x2\nexit status 2\n", "panic: boom"},
-		// a usage error: the last line that is not a stack
-		{"msg=listening\nstampede counter: bad usage: --store: unknown store\n", "stampede counter: bad usage: --store: unknown store"},
-		// nothing said
-		{"", ""},
-		// a very long line is clipped
-		{strings.Repeat("x", 400) + "\n", strings.Repeat("x", 300) + "…"},
-	} {
-		if got := lastWords(c.log); got != c.want {
-			t.Errorf("lastWords(%q) = %q, want %q", c.log, got, c.want)
-		}
-	}
-}
-
-func FuzzLastWords(f *testing.F) {
-	f.Add("fatal error: concurrent map writes\n")
-	f.Add("panic: x\ngoroutine 1 [running]:\n")
-	f.Add("\x00\xff\n\n")
-	f.Fuzz(func(t *testing.T, log string) {
-		got := lastWords(log)
-		if len(got) > 300+len("…") {
-			t.Fatalf("lastWords returned %d bytes", len(got))
-		}
-		if got != "" && !strings.Contains(log, strings.TrimSuffix(got, "…")) {
-			t.Fatalf("lastWords(%q) = %q is not from the log", log, got)
-		}
-	})
-}
-
 func TestHasFlag(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -165,7 +129,7 @@ func TestPlanFaults(t *testing.T) {
 		}
 		var names []string
 		for _, s := range steps {
-			names = append(names, s.name)
+			names = append(names, s.Name)
 		}
 		if strings.Join(names, ",") != strings.Join(c.steps, ",") {
 			t.Errorf("plan(%+v) steps %v, want %v", c.faults, names, c.steps)

@@ -68,11 +68,12 @@ func (a Applied) String() string {
 	return s
 }
 
-type step struct {
-	at    time.Duration
-	fault Fault
-	name  string
-	apply func(ctx context.Context) error
+// Step is one action of a fault plan, at a time from the start of the run.
+type Step struct {
+	At    time.Duration
+	Fault Fault
+	Name  string // what is done: kill, stop, cont, restart, delay +300ms, …
+	Apply func(ctx context.Context) error
 }
 
 // RunFaults applies faults at start+At on clk (nil: the wall clock), in time order,
@@ -87,8 +88,19 @@ func RunFaults(ctx context.Context, clk clock.Clock, start time.Time, faults []F
 	if err != nil {
 		return err
 	}
+	return RunSteps(ctx, clk, start, steps, func(s Step, _ time.Time, err error) {
+		if onApply != nil {
+			onApply(Applied{Fault: s.Fault, Step: s.Name, At: clk.Now(), Err: err})
+		}
+	})
+}
+
+// RunSteps applies steps, already in time order, at start+At on clk, calling done
+// after each with when it was issued and its error (a step that fails does not stop
+// the plan). It returns when every step is done, or ctx's error when ctx ends first.
+func RunSteps(ctx context.Context, clk clock.Clock, start time.Time, steps []Step, done func(s Step, issued time.Time, err error)) error {
 	for _, s := range steps {
-		if wait := start.Add(s.at).Sub(clk.Now()); wait > 0 {
+		if wait := start.Add(s.At).Sub(clk.Now()); wait > 0 {
 			tm := clk.NewTimer(wait)
 			select {
 			case <-tm.C():
@@ -97,18 +109,16 @@ func RunFaults(ctx context.Context, clk clock.Clock, start time.Time, faults []F
 				return ctx.Err()
 			}
 		}
-		err := s.apply(ctx)
-		if onApply != nil {
-			onApply(Applied{Fault: s.fault, Step: s.name, At: clk.Now(), Err: err})
-		}
+		issued := clk.Now()
+		done(s, issued, s.Apply(ctx))
 	}
 	return nil
 }
 
 // plan resolves targets and expands faults with an end (stop until, delay until) into
 // two steps.
-func plan(faults []Fault, t Targets) ([]step, error) {
-	var steps []step
+func plan(faults []Fault, t Targets) ([]Step, error) {
+	var steps []Step
 	for i, f := range faults {
 		if f.At < 0 || f.Until != 0 && f.Until <= f.At {
 			return nil, fmt.Errorf("local: fault %d (%s %s): until %s is not after at %s", i, f.Action, f.Target, f.Until, f.At)
@@ -125,12 +135,12 @@ func plan(faults []Fault, t Targets) ([]step, error) {
 				return nil, fmt.Errorf("local: fault %d: delay %s: Delay must be positive", i, f.Target)
 			}
 			add := f.Delay
-			steps = append(steps, step{f.At, f, "delay +" + add.String(), func(context.Context) error {
+			steps = append(steps, Step{f.At, f, "delay +" + add.String(), func(context.Context) error {
 				d.SetDelay(d.Delay() + add)
 				return nil
 			}})
 			if f.Until > 0 {
-				steps = append(steps, step{f.Until, f, "delay -" + add.String(), func(context.Context) error {
+				steps = append(steps, Step{f.Until, f, "delay -" + add.String(), func(context.Context) error {
 					d.SetDelay(max(d.Delay()-add, 0))
 					return nil
 				}})
@@ -146,16 +156,16 @@ func plan(faults []Fault, t Targets) ([]step, error) {
 		}
 		switch f.Action {
 		case FaultKill:
-			steps = append(steps, step{f.At, f, "kill", func(context.Context) error { return c.Kill() }})
+			steps = append(steps, Step{f.At, f, "kill", func(context.Context) error { return c.Kill() }})
 		case FaultStop:
-			steps = append(steps, step{f.At, f, "stop", func(context.Context) error { return c.Pause() }})
+			steps = append(steps, Step{f.At, f, "stop", func(context.Context) error { return c.Pause() }})
 			if f.Until > 0 {
-				steps = append(steps, step{f.Until, f, "cont", func(context.Context) error { return c.Resume() }})
+				steps = append(steps, Step{f.Until, f, "cont", func(context.Context) error { return c.Resume() }})
 			}
 		case FaultCont:
-			steps = append(steps, step{f.At, f, "cont", func(context.Context) error { return c.Resume() }})
+			steps = append(steps, Step{f.At, f, "cont", func(context.Context) error { return c.Resume() }})
 		case FaultRestart:
-			steps = append(steps, step{f.At, f, "restart", c.Restart})
+			steps = append(steps, Step{f.At, f, "restart", c.Restart})
 		default:
 			return nil, fmt.Errorf("local: fault %d: unknown action %q", i, f.Action)
 		}
@@ -163,7 +173,7 @@ func plan(faults []Fault, t Targets) ([]step, error) {
 			return nil, fmt.Errorf("local: fault %d: %s does not take an end time", i, f.Action)
 		}
 	}
-	sort.SliceStable(steps, func(i, j int) bool { return steps[i].at < steps[j].at })
+	sort.SliceStable(steps, func(i, j int) bool { return steps[i].At < steps[j].At })
 	return steps, nil
 }
 

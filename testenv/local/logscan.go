@@ -11,10 +11,7 @@ import (
 // of goroutines prints megabytes of stacks after the line that matters.
 const maxScan = 64 << 20
 
-// lastWords finds why a run ended, in its log from offset on. In order of preference:
-// the Go runtime's "fatal error: …" (concurrent map writes, out of memory), a Go
-// "panic: …", nginx's "[emerg]" or "[alert]" line, else the last line that is not part
-// of a stack trace.
+// lastWords finds why a run ended (LastWords) in its log from offset on.
 func lastWords(path string, offset int64) string {
 	f, err := os.Open(path)
 	if err != nil {
@@ -24,7 +21,16 @@ func lastWords(path string, offset int64) string {
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
 		return ""
 	}
-	sc := bufio.NewScanner(io.LimitReader(f, maxScan))
+	return LastWords(io.LimitReader(f, maxScan))
+}
+
+// LastWords finds why a run ended in its log, read from r. In order of preference:
+// the Go runtime's "fatal error: …" (concurrent map writes, out of memory), a Go
+// "panic: …", nginx's "[emerg]" or "[alert]" line, else the last line that is not part
+// of a stack trace (nor the supervisor's own start line). The line is clipped to 300
+// bytes.
+func LastWords(r io.Reader) string {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	var panicLine, nginxLine, last string
 	for sc.Scan() {

@@ -49,3 +49,42 @@ func TestLastWords(t *testing.T) {
 		t.Errorf("tail %d bytes", len(got))
 	}
 }
+
+// TestLastWordsOfAContainer: a container's log comes as text from Docker's API (no
+// file, no supervisor lines); testenv/containers reads it with LastWords.
+func TestLastWordsOfAContainer(t *testing.T) {
+	for _, c := range []struct {
+		log, want string
+	}{
+		// the runtime's fatal error wins over everything after it
+		{"time=… msg=listening\nfatal error: concurrent map writes\n\ngoroutine 7 [running]:\nmain.main()\n\t/src/x.go:3 +0x1\n", "fatal error: concurrent map writes"},
+		// a panic, with its stack skipped
+		{"panic: boom\n\ngoroutine 1 [running]:\nmain.main()\n\t/src/x.go:9 +0x2\nexit status 2\n", "panic: boom"},
+		// a usage error: the last line that is not a stack
+		{"msg=listening\nstampede counter: bad usage: --store: unknown store\n", "stampede counter: bad usage: --store: unknown store"},
+		// nothing said
+		{"", ""},
+		// a very long line is clipped
+		{strings.Repeat("x", 400) + "\n", strings.Repeat("x", 300) + "…"},
+	} {
+		if got := LastWords(strings.NewReader(c.log)); got != c.want {
+			t.Errorf("LastWords(%q) = %q, want %q", c.log, got, c.want)
+		}
+	}
+}
+
+func FuzzLastWords(f *testing.F) {
+	f.Add("fatal error: concurrent map writes\n")
+	f.Add("panic: x\ngoroutine 1 [running]:\n")
+	f.Add("2024/01/01 [emerg] 1#1: bind() failed\n")
+	f.Add("\x00\xff\n\n")
+	f.Fuzz(func(t *testing.T, log string) {
+		got := LastWords(strings.NewReader(log))
+		if len(got) > 300+len("…") {
+			t.Fatalf("LastWords returned %d bytes", len(got))
+		}
+		if got != "" && !strings.Contains(log, strings.TrimSuffix(got, "…")) {
+			t.Fatalf("LastWords(%q) = %q is not from the log", log, got)
+		}
+	})
+}

@@ -104,9 +104,30 @@ type Process struct {
 	exits       []Exit
 	crashes     int
 	runs        int
-	inARow      int // crashes in a row, for the backoff
+	backoff     CrashBackoff
 	restartWait *time.Timer
 }
+
+// CrashBackoff is the wait before restarting a crashed process: Base after the first
+// crash of a series, doubled for each crash in a row, at most Max. A run that lasted
+// stableAfter (10 s) or more ends the series. The owner's mutex protects it.
+type CrashBackoff struct {
+	Base, Max time.Duration
+	inARow    int // crashes in a row
+}
+
+// Crashed counts the crash of a run that lasted ran and returns the wait before the
+// next start.
+func (b *CrashBackoff) Crashed(ran time.Duration) time.Duration {
+	if ran >= stableAfter {
+		b.inARow = 0
+	}
+	b.inARow++
+	return min(b.Base<<min(b.inARow-1, 20), b.Max)
+}
+
+// Reset starts a new series: the next crash waits Base.
+func (b *CrashBackoff) Reset() { b.inARow = 0 }
 
 // Start runs a new process from spec and waits for its health check. The process's
 // address is reserved by Addr(spec.Name) if it was not already. On error nothing of
@@ -125,7 +146,8 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{sup: s, spec: spec, addr: addr}
+	p := &Process{sup: s, spec: spec, addr: addr,
+		backoff: CrashBackoff{Base: s.cfg.RestartBackoff, Max: s.cfg.MaxRestartBackoff}}
 	if spec.Nofile > 0 {
 		n, note, err := effectiveNofile(spec.Nofile)
 		if err != nil {
@@ -239,7 +261,7 @@ func (p *Process) Start(ctx context.Context) error {
 		return fmt.Errorf("local: %s is already running", p.spec.Name)
 	}
 	p.stopped = false
-	p.inARow = 0
+	p.backoff.Reset()
 	started, err := p.spawnLocked()
 	done := p.done
 	p.mu.Unlock()
@@ -326,14 +348,9 @@ func (p *Process) wait(cmd *exec.Cmd, done chan struct{}, started time.Time, off
 	var backoff time.Duration
 	if !e.Requested {
 		p.crashes++
-		if ended.Sub(started) >= stableAfter {
-			p.inARow = 0
-		}
-		p.inARow++
+		backoff = p.backoff.Crashed(ended.Sub(started))
 		if p.spec.Restart == RestartOnCrash && !p.stopped && !p.sup.isClosed() {
 			restart = true
-			backoff = p.sup.cfg.RestartBackoff << min(p.inARow-1, 20)
-			backoff = min(backoff, p.sup.cfg.MaxRestartBackoff)
 			p.sup.pending.Add(1)
 			p.restartWait = time.AfterFunc(backoff, p.restartAfterCrash)
 		}
@@ -392,6 +409,34 @@ var healthClient = &http.Client{
 	Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext},
 }
 
+// ErrExited is PollHealth's answer when the run ended before it was healthy.
+var ErrExited = errors.New("exited before it was healthy")
+
+// PollHealth GETs url every interval, on a connection of its own each time, until it
+// answers 200 (nil), done is closed (ErrExited) or ctx ends (the last probe's failure).
+func PollHealth(ctx context.Context, url string, every time.Duration, done <-chan struct{}) error {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := healthClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		select {
+		case <-done:
+			return ErrExited
+		case <-ctx.Done():
+			return err
+		case <-tick.C:
+		}
+	}
+}
+
 // waitHealthy polls the health path until it answers 200, the run ends, or the
 // deadline passes.
 func (p *Process) waitHealthy(ctx context.Context, done <-chan struct{}) error {
@@ -401,33 +446,19 @@ func (p *Process) waitHealthy(ctx context.Context, done <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, p.healthTimeout())
 	defer cancel()
 	url := p.URL() + p.spec.Health
-	var last error
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := healthClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				p.sup.emit(p.spec.Name, EventReady, url)
-				return nil
-			}
-			err = fmt.Errorf("status %s", resp.Status)
+	switch err := PollHealth(ctx, url, 25*time.Millisecond, done); {
+	case err == nil:
+		p.sup.emit(p.spec.Name, EventReady, url)
+		return nil
+	case errors.Is(err, ErrExited):
+		exits := p.Exits()
+		why := "exited"
+		if len(exits) > 0 {
+			why = exits[len(exits)-1].String()
 		}
-		last = err
-		select {
-		case <-done:
-			exits := p.Exits()
-			why := "exited"
-			if len(exits) > 0 {
-				why = exits[len(exits)-1].String()
-			}
-			return fmt.Errorf("local: %s exited before it was healthy: %s\n%s", p.spec.Name, why, p.logTail())
-		case <-ctx.Done():
-			return fmt.Errorf("local: %s not healthy at %s after %s: %v\n%s", p.spec.Name, url, p.healthTimeout(), last, p.logTail())
-		case <-tick.C:
-		}
+		return fmt.Errorf("local: %s exited before it was healthy: %s\n%s", p.spec.Name, why, p.logTail())
+	default:
+		return fmt.Errorf("local: %s not healthy at %s after %s: %v\n%s", p.spec.Name, url, p.healthTimeout(), err, p.logTail())
 	}
 }
 
@@ -463,24 +494,19 @@ func (p *Process) signalLocked(sig syscall.Signal) error {
 
 // Pause stops the process with SIGSTOP: it keeps its connections but answers nothing,
 // like a hung server.
-func (p *Process) Pause() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err := p.signalLocked(syscall.SIGSTOP); err != nil {
-		return err
-	}
-	p.paused = true
-	return nil
-}
+func (p *Process) Pause() error { return p.setPaused(syscall.SIGSTOP, true) }
 
 // Resume continues a paused process (SIGCONT).
-func (p *Process) Resume() error {
+func (p *Process) Resume() error { return p.setPaused(syscall.SIGCONT, false) }
+
+// setPaused sends sig to the process's group and, once sent, records paused.
+func (p *Process) setPaused(sig syscall.Signal, paused bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := p.signalLocked(syscall.SIGCONT); err != nil {
+	if err := p.signalLocked(sig); err != nil {
 		return err
 	}
-	p.paused = false
+	p.paused = paused
 	return nil
 }
 
@@ -494,18 +520,8 @@ func (p *Process) Paused() bool {
 // Kill ends the process group with SIGKILL and waits for the exit. The exit is
 // requested, not a crash, and the process is not restarted until Start.
 func (p *Process) Kill() error {
-	p.mu.Lock()
-	p.stopped = true
-	p.cancelRestartLocked()
-	if !p.running {
-		p.mu.Unlock()
-		return nil
-	}
-	p.requested = true
-	done := p.done
-	err := p.signalLocked(syscall.SIGKILL)
-	p.mu.Unlock()
-	if err != nil {
+	done, err := p.requestEnd(syscall.SIGKILL)
+	if done == nil || err != nil {
 		return err
 	}
 	return p.waitDone(done, 30*time.Second)
@@ -515,21 +531,8 @@ func (p *Process) Kill() error {
 // its group, then SIGKILL after the grace period. It waits for the exit. The process
 // is not restarted until Start.
 func (p *Process) Stop() error {
-	p.mu.Lock()
-	p.stopped = true
-	p.cancelRestartLocked()
-	if !p.running {
-		p.mu.Unlock()
-		return nil
-	}
-	p.requested = true
-	done := p.done
-	err := p.signalLocked(syscall.SIGTERM)
-	if err == nil {
-		err = p.signalLocked(syscall.SIGCONT)
-	}
-	p.mu.Unlock()
-	if err != nil {
+	done, err := p.requestEnd(syscall.SIGTERM, syscall.SIGCONT)
+	if done == nil || err != nil {
 		return err
 	}
 	t := time.NewTimer(p.sup.cfg.Grace)
@@ -545,6 +548,26 @@ func (p *Process) Stop() error {
 	}
 	p.mu.Unlock()
 	return p.waitDone(done, 30*time.Second)
+}
+
+// requestEnd marks the current run's end as asked for, with no restart until Start,
+// and sends sigs to the process's group, in order, until one fails. done is the run's
+// channel, nil when no run was going.
+func (p *Process) requestEnd(sigs ...syscall.Signal) (done <-chan struct{}, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped = true
+	p.cancelRestartLocked()
+	if !p.running {
+		return nil, nil
+	}
+	p.requested = true
+	for _, sig := range sigs {
+		if err := p.signalLocked(sig); err != nil {
+			return p.done, err
+		}
+	}
+	return p.done, nil
 }
 
 // Restart stops the process (if it runs) and starts it again on the same address,

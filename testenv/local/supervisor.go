@@ -14,7 +14,6 @@
 package local
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,15 +72,14 @@ type Config struct {
 // Supervisor owns a set of named child processes.
 type Supervisor struct {
 	cfg      Config
-	log      *slog.Logger
+	events   *EventLog
 	spawner  *spawner
 	watchdog *watchdog
 
-	mu      sync.Mutex // protects procs, addrs, nextIP, events, closed
+	mu      sync.Mutex // protects procs, addrs, nextIP, closed
 	procs   map[string]*Process
 	addrs   map[string]string
 	nextIP  int
-	events  []Event
 	closed  bool
 	pending sync.WaitGroup // restarts scheduled after a crash
 }
@@ -115,10 +113,6 @@ func (e Event) String() string {
 	}
 	return s
 }
-
-// maxEvents bounds the event log (a crash loop restarting every 100 ms for an hour
-// must not grow memory without end); later events still reach OnEvent.
-const maxEvents = 10000
 
 var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
 
@@ -164,7 +158,7 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	return &Supervisor{
 		cfg:      cfg,
-		log:      log,
+		events:   NewEventLog(log, "process", "process", cfg.OnEvent),
 		watchdog: wd,
 		spawner:  newSpawner(),
 		procs:    map[string]*Process{},
@@ -224,27 +218,10 @@ func (s *Supervisor) Processes() []*Process {
 }
 
 // Events returns what has happened so far, oldest first.
-func (s *Supervisor) Events() []Event {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Event(nil), s.events...)
-}
+func (s *Supervisor) Events() []Event { return s.events.Events() }
 
 func (s *Supervisor) emit(name string, kind EventKind, detail string) {
-	e := Event{Time: time.Now(), Process: name, Kind: kind, Detail: detail}
-	s.mu.Lock()
-	if len(s.events) < maxEvents {
-		s.events = append(s.events, e)
-	}
-	s.mu.Unlock()
-	level := slog.LevelInfo
-	if kind == EventCrashed {
-		level = slog.LevelWarn
-	}
-	s.log.Log(context.Background(), level, "process "+string(kind), "process", name, "detail", detail)
-	if s.cfg.OnEvent != nil {
-		s.cfg.OnEvent(e)
-	}
+	s.events.Emit(name, kind, detail)
 }
 
 // Close stops every process (SIGTERM to its group, SIGKILL after the grace period)

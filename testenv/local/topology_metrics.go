@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -14,10 +13,7 @@ import (
 	"sync"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
+	"github.com/stampede-live/stampede/internal/promtext"
 	"github.com/stampede-live/stampede/testenv/nginx"
 )
 
@@ -84,14 +80,12 @@ type Sampler struct {
 	state map[string]*procState
 }
 
-// procState turns one process's raw counters, which restart from 0 with the process,
-// into totals.
+// procState is what the sampler keeps of one process between samples.
 type procState struct {
 	client   *http.Client
 	pid      int
-	raw      map[string]float64 // last raw value of each counter, this run
-	total    map[string]float64 // totals over every run
-	cpu      map[int]float64    // last CPU seconds per pid
+	counts   *Counters       // the process's counters, totalled over its runs
+	cpu      map[int]float64 // last CPU seconds per pid
 	cpuTotal float64
 	logOff   int64            // nginx: how far error.log was read
 	errs     nginxErrorCounts // nginx: error.log classes so far
@@ -124,20 +118,25 @@ func (s *Sampler) targets() []target {
 
 // Sample scrapes every process at once and returns their figures.
 func (s *Sampler) Sample(ctx context.Context) Sample {
-	ts := s.targets()
-	figs := make([]Figures, len(ts))
+	return SampleAll(ctx, s.targets(), func(tg target) string { return tg.name }, s.sampleOne)
+}
+
+// SampleAll reads every one of targets at once with sample, and files each one's
+// figures under its name. At is when the last answer came.
+func SampleAll[T any](ctx context.Context, targets []T, name func(T) string, sample func(context.Context, T) Figures) Sample {
+	figs := make([]Figures, len(targets))
 	var wg sync.WaitGroup
-	for i, tg := range ts {
+	for i, tg := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			figs[i] = s.sampleOne(ctx, tg)
+			figs[i] = sample(ctx, tg)
 		}()
 	}
 	wg.Wait()
-	out := Sample{At: time.Now(), Procs: make(map[string]Figures, len(ts))}
-	for i, tg := range ts {
-		out.Procs[tg.name] = figs[i]
+	out := Sample{At: time.Now(), Procs: make(map[string]Figures, len(targets))}
+	for i, tg := range targets {
+		out.Procs[name(tg)] = figs[i]
 	}
 	return out
 }
@@ -147,15 +146,7 @@ func (s *Sampler) stateOf(name string) *procState {
 	defer s.mu.Unlock()
 	st, ok := s.state[name]
 	if !ok {
-		st = &procState{
-			// One kept-alive connection per process: the scrape still gets through when a
-			// server is out of file descriptors or at its connection limit.
-			client: &http.Client{Transport: &http.Transport{
-				Proxy: nil, MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, IdleConnTimeout: time.Minute,
-				DialContext: (&net.Dialer{Timeout: DefaultScrapeTimeout}).DialContext,
-			}},
-			raw: map[string]float64{}, total: map[string]float64{}, cpu: map[int]float64{},
-		}
+		st = &procState{client: promtext.NewClient(DefaultScrapeTimeout), counts: NewCounters(), cpu: map[int]float64{}}
 		s.state[name] = st
 	}
 	return st
@@ -175,7 +166,7 @@ func (s *Sampler) sampleOne(ctx context.Context, tg target) Figures {
 	f.Pid = pid
 	if pid != st.pid {
 		// A new run (a restart, or the first sample): its counters start from zero.
-		st.raw = map[string]float64{}
+		st.counts.NewRun()
 		st.pid = pid
 	}
 	pids := []int{pid}
@@ -185,7 +176,7 @@ func (s *Sampler) sampleOne(ctx context.Context, tg target) Figures {
 	f.CPUSeconds = st.addCPU(pids)
 	if pid == 0 {
 		f.Err = "not running"
-		s.fillTotals(st, &f)
+		st.counts.Fill(&f)
 		f.At = time.Now()
 		return f
 	}
@@ -202,33 +193,53 @@ func (s *Sampler) sampleOne(ctx context.Context, tg target) Figures {
 	} else {
 		f.Up = true
 	}
-	s.fillTotals(st, &f)
+	st.counts.Fill(&f)
 	f.At = time.Now()
 	return f
 }
 
-// counter adds a raw counter reading to its total, treating a drop as a restart.
-func (st *procState) counter(key string, v float64) {
-	last, seen := st.raw[key]
-	switch {
-	case !seen || v < last:
-		st.total[key] += v
-	default:
-		st.total[key] += v - last
-	}
-	st.raw[key] = v
+// Counters turn a server's raw counter readings, which start from 0 again with each
+// run, into totals over every run. Use one per server, from one goroutine at a time.
+type Counters struct {
+	raw   map[string]float64 // last raw value of each counter, this run
+	total map[string]float64 // totals over every run
 }
 
-func (s *Sampler) fillTotals(st *procState, f *Figures) {
-	f.Requests = st.total["requests"]
-	f.Hits = st.total["hits"]
-	f.Upstream = st.total["upstream"]
-	f.UpstreamSegments = st.total["upstream_segments"]
-	f.UpstreamErrors = st.total["upstream_errors"]
-	f.EMFILE = st.total["emfile"]
-	f.Shed = st.total["shed"]
-	f.SentBytes = st.total["sent_bytes"]
-	f.SegmentsBuilt = st.total["segments_built"]
+// NewCounters returns counters with nothing counted.
+func NewCounters() *Counters {
+	return &Counters{raw: map[string]float64{}, total: map[string]float64{}}
+}
+
+// NewRun starts a new run of the server: its next readings count from zero.
+func (c *Counters) NewRun() { c.raw = map[string]float64{} }
+
+// Add records a raw reading of counter key, treating a drop as a restart.
+func (c *Counters) Add(key string, v float64) {
+	last, seen := c.raw[key]
+	switch {
+	case !seen || v < last:
+		c.total[key] += v
+	default:
+		c.total[key] += v - last
+	}
+	c.raw[key] = v
+}
+
+// Total is counter key's total over every run.
+func (c *Counters) Total(key string) float64 { return c.total[key] }
+
+// Fill copies the totals into f's counters; CPUSeconds is the caller's, whose source
+// differs (/proc here, the server's own metric in a container).
+func (c *Counters) Fill(f *Figures) {
+	f.Requests = c.total["requests"]
+	f.Hits = c.total["hits"]
+	f.Upstream = c.total["upstream"]
+	f.UpstreamSegments = c.total["upstream_segments"]
+	f.UpstreamErrors = c.total["upstream_errors"]
+	f.EMFILE = c.total["emfile"]
+	f.Shed = c.total["shed"]
+	f.SentBytes = c.total["sent_bytes"]
+	f.SegmentsBuilt = c.total["segments_built"]
 }
 
 // addCPU reads the CPU time of pids from /proc and returns the process's total.
@@ -251,49 +262,56 @@ func (st *procState) addCPU(pids []int) float64 {
 }
 
 func (s *Sampler) sampleStampede(ctx context.Context, st *procState, tg target, f *Figures) error {
-	fams, err := scrape(ctx, st.client, tg.proc.URL()+"/metrics")
+	fams, err := promtext.Scrape(ctx, st.client, tg.proc.URL()+"/metrics")
 	if err != nil {
 		return err
 	}
+	ReadStampede(fams, tg.role, st.counts, f)
+	return nil
+}
+
+// ReadStampede reads the figures of a stampede server of the given role (RoleOrigin,
+// RoleMirror, RoleCounter) from its scrape: levels into f, counters into c.
+func ReadStampede(fams promtext.Families, role string, c *Counters, f *Figures) {
 	sum := func(name string, keep func(labels map[string]string) bool) float64 {
-		return sumFamily(fams[name], keep)
+		return promtext.Sum(fams[name], keep)
 	}
+	labelIn := promtext.LabelIn
 	f.OpenFDs = int64(sum("process_open_fds", nil))
 	f.MaxFDs = int64(sum("process_max_fds", nil))
-	switch tg.role {
+	switch role {
 	case RoleOrigin:
-		st.counter("requests", sum("stampede_origin_requests_total", labelIn("kind", "master", "playlist", "segment")))
-		st.counter("segments_built", sum("stampede_origin_segments_built_total", nil))
+		c.Add("requests", sum("stampede_origin_requests_total", labelIn("kind", "master", "playlist", "segment")))
+		c.Add("segments_built", sum("stampede_origin_segments_built_total", nil))
 	case RoleMirror:
-		st.counter("requests", sum("stampede_mirror_requests_total", nil))
-		st.counter("hits", sum("stampede_mirror_requests_total", labelIn("result", "hit", "stale")))
-		st.counter("upstream", sum("stampede_mirror_upstream_requests_total", nil))
-		st.counter("upstream_segments", sum("stampede_mirror_upstream_requests_total", labelIn("kind", "segment")))
-		st.counter("upstream_errors", sum("stampede_mirror_upstream_errors_total", nil))
-		st.counter("emfile", sum("stampede_mirror_emfile_total", nil))
-		st.counter("shed", sum("stampede_mirror_shed_total", nil))
-		st.counter("sent_bytes", sum("stampede_mirror_sent_bytes_total", nil))
+		c.Add("requests", sum("stampede_mirror_requests_total", nil))
+		c.Add("hits", sum("stampede_mirror_requests_total", labelIn("result", "hit", "stale")))
+		c.Add("upstream", sum("stampede_mirror_upstream_requests_total", nil))
+		c.Add("upstream_segments", sum("stampede_mirror_upstream_requests_total", labelIn("kind", "segment")))
+		c.Add("upstream_errors", sum("stampede_mirror_upstream_errors_total", nil))
+		c.Add("emfile", sum("stampede_mirror_emfile_total", nil))
+		c.Add("shed", sum("stampede_mirror_shed_total", nil))
+		c.Add("sent_bytes", sum("stampede_mirror_sent_bytes_total", nil))
 		f.Conns = int64(sum("stampede_mirror_client_connections", nil))
 		if _, ok := fams["stampede_mirror_open_fds"]; ok {
 			f.OpenFDs = int64(sum("stampede_mirror_open_fds", nil))
 			f.MaxFDs = int64(sum("stampede_mirror_max_fds", nil))
 		}
 	case RoleCounter:
-		st.counter("requests", sum("stampede_counter_heartbeats_total", nil))
+		c.Add("requests", sum("stampede_counter_heartbeats_total", nil))
 		f.Viewers = int64(sum("stampede_counter_viewers", nil))
 	}
-	return nil
 }
 
 func (s *Sampler) sampleNginx(ctx context.Context, st *procState, tg target, pids []int, f *Figures) error {
 	m := tg.mirror
 	// error.log first: it is there even when nginx has no connection left to answer.
 	st.readErrorLog(m.ErrorLog())
-	st.total["emfile"] = st.errs.emfile
-	st.total["shed"] = st.errs.workerConns
+	st.counts.total["emfile"] = st.errs.emfile
+	st.counts.total["shed"] = st.errs.workerConns
 	// nginx opens one upstream connection per upstream request (no upstream keepalive),
 	// so the link's accepted connections are its upstream requests.
-	st.total["upstream"] = float64(m.Upstream.Stats().Accepted)
+	st.counts.total["upstream"] = float64(m.Upstream.Stats().Accepted)
 	fds := 0
 	for _, pid := range pids {
 		if ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd"); err == nil {
@@ -328,9 +346,10 @@ func (s *Sampler) sampleNginx(ctx context.Context, st *procState, tg target, pid
 	}
 	st.probes++
 	// stub_status counts itself: take our probes out of the requests.
-	st.counter("requests_raw", float64(ss.Requests))
-	st.total["requests"] = max(0, st.total["requests_raw"]-st.probes)
-	st.total["hits"] = max(0, st.total["requests"]-st.total["upstream"])
+	c := st.counts
+	c.Add("requests_raw", float64(ss.Requests))
+	c.total["requests"] = max(0, c.total["requests_raw"]-st.probes)
+	c.total["hits"] = max(0, c.total["requests"]-c.total["upstream"])
 	f.Conns = max(0, ss.Active-1) // less our own connection
 	return nil
 }
@@ -361,71 +380,6 @@ func (st *procState) readErrorLog(path string) {
 		if err != nil {
 			return
 		}
-	}
-}
-
-// maxMetricsSize bounds one /metrics answer.
-const maxMetricsSize = 8 << 20
-
-func scrape(ctx context.Context, c *http.Client, url string) (map[string]*dto.MetricFamily, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "text/plain; version=0.0.4")
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(io.LimitReader(resp.Body, maxMetricsSize))
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", url, err)
-	}
-	return fams, nil
-}
-
-// sumFamily adds up the values of a family's series that keep accepts (all when nil).
-func sumFamily(f *dto.MetricFamily, keep func(map[string]string) bool) float64 {
-	if f == nil {
-		return 0
-	}
-	var total float64
-	for _, m := range f.GetMetric() {
-		if keep != nil {
-			labels := make(map[string]string, len(m.GetLabel()))
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if !keep(labels) {
-				continue
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			total += m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			total += m.GetGauge().GetValue()
-		case m.Untyped != nil:
-			total += m.GetUntyped().GetValue()
-		}
-	}
-	return total
-}
-
-func labelIn(name string, values ...string) func(map[string]string) bool {
-	return func(l map[string]string) bool {
-		for _, v := range values {
-			if l[name] == v {
-				return true
-			}
-		}
-		return false
 	}
 }
 

@@ -234,11 +234,11 @@ func TestCounterTotalsSurviveResets(t *testing.T) {
 		{"restart to exactly zero", []float64{7, 0, 1}, 8}, // 7, then 1
 		{"flat", []float64{4, 4, 4}, 4},                    // no change, no growth
 	} {
-		st := &procState{raw: map[string]float64{}, total: map[string]float64{}}
+		c := NewCounters()
 		for _, v := range tc.raw {
-			st.counter("x", v)
+			c.Add("x", v)
 		}
-		if got := st.total["x"]; got != tc.want {
+		if got := c.Total("x"); got != tc.want {
 			t.Errorf("%s: total %v, want %v", tc.name, got, tc.want)
 		}
 	}

@@ -166,30 +166,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	started := time.Now()
 	results := atk.Attack(targeter, pacer, cfg.Duration, "counter")
 	var encErr error
-	done := ctx.Done()
-loop:
-	for {
-		select {
-		case <-done:
-			// Stop the attack and keep draining: vegeta closes results once the
-			// requests in flight are back, and they are part of what was measured.
-			rep.Interrupted = true
-			atk.Stop()
-			done = nil
-		case res, ok := <-results:
-			if !ok {
-				break loop
-			}
-			rep.Metrics.Add(res)
-			if n, ok := viewersIn(res.Body); ok {
-				rep.LastViewers = n
-				rep.MaxViewers = max(rep.MaxViewers, n)
-			}
-			if enc != nil && encErr == nil {
-				encErr = enc.Encode(res)
-			}
+	drain(ctx, rep, atk, results, func(res *vegeta.Result) {
+		rep.Metrics.Add(res)
+		if n, ok := viewersIn(res.Body); ok {
+			rep.LastViewers = n
+			rep.MaxViewers = max(rep.MaxViewers, n)
 		}
-	}
+		if enc != nil && encErr == nil {
+			encErr = enc.Encode(res)
+		}
+	})
 	rep.Metrics.Close()
 	ran := time.Since(started)
 	if ran > cfg.Duration {
@@ -222,6 +208,19 @@ func configErr(field, format string, a ...any) error {
 func warmup(ctx context.Context, rep *Report, atk *vegeta.Attacker, tr vegeta.Targeter, cfg Config) {
 	p := batchPacer{start: float64(cfg.Rate), tick: DefaultPacerTick, limit: uint64(cfg.Sources)}
 	results := atk.Attack(tr, p, 0, "warmup")
+	drain(ctx, rep, atk, results, func(res *vegeta.Result) {
+		rep.Warmup++
+		if res.Error != "" || res.Code < 200 || res.Code >= 400 {
+			rep.WarmupErrors++
+		}
+	})
+}
+
+// drain hands every result of an attack to take until vegeta closes results. When ctx
+// ends it marks the report interrupted, stops the attack and keeps draining: vegeta
+// closes results once the requests in flight are back, and they are part of what was
+// measured.
+func drain(ctx context.Context, rep *Report, atk *vegeta.Attacker, results <-chan *vegeta.Result, take func(*vegeta.Result)) {
 	done := ctx.Done()
 	for {
 		select {
@@ -233,10 +232,7 @@ func warmup(ctx context.Context, rep *Report, atk *vegeta.Attacker, tr vegeta.Ta
 			if !ok {
 				return
 			}
-			rep.Warmup++
-			if res.Error != "" || res.Code < 200 || res.Code >= 400 {
-				rep.WarmupErrors++
-			}
+			take(res)
 		}
 	}
 }
