@@ -95,6 +95,20 @@ func TestPanelsAgainstRealPrometheus(t *testing.T) {
 						t.Errorf("adding %s to Prometheus: %v", tg.Addr, err)
 					}
 				},
+				// As bench --prometheus does: viewers arrive once every process has been
+				// scraped, so increase() over the run sees the startups from zero.
+				BeforeViewers: func(ctx context.Context, targets []scenarios.Target) error {
+					addrs := make([]string, len(targets))
+					for i, tg := range targets {
+						addrs[i] = tg.Addr
+					}
+					wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+					defer cancel()
+					if err := prom.WaitScraped(wctx, addrs); err != nil {
+						t.Errorf("bench run %s: %v", r.run, err)
+					}
+					return nil
+				},
 			})
 		}()
 	}

@@ -57,6 +57,12 @@ type RunConfig struct {
 	// OnTarget is called for every process serving /metrics as it starts (and for the
 	// viewers), with its run/tuning labels: how `bench --prometheus` adds targets.
 	OnTarget func(Target)
+	// BeforeViewers, when set, is called once every process of a tuning has been
+	// announced to OnTarget and before the first viewer arrives, with those targets.
+	// `bench --prometheus` waits there until Prometheus has scraped each of them once, so
+	// a dashboard's increase() over the run sees every event from zero (a startup that
+	// happened before the first scrape would be lost). An error is noted, not fatal.
+	BeforeViewers func(ctx context.Context, targets []Target) error
 	// Subnet is the first three octets of the servers' loopback addresses (default
 	// local.DefaultSubnet). Viewers never use 127.0.x.x, so no viewer shares an address
 	// with a server.
@@ -304,8 +310,14 @@ func runTuning(ctx context.Context, s *Scenario, tun *Tuning, cfg RunConfig) (fi
 		tr.Events = topo.Events()
 	}()
 	cfg.progressf("  topology up in %.1fs: %s\n", time.Since(startedAt).Seconds(), topo.Describe())
-	if cfg.OnTarget != nil {
-		announceTargets(cfg.OnTarget, topo, labels)
+	var announced []Target
+	onTarget := cfg.OnTarget
+	if onTarget != nil {
+		onTarget = func(t Target) {
+			announced = append(announced, t)
+			cfg.OnTarget(t)
+		}
+		announceTargets(onTarget, topo, labels)
 	}
 	if testHookStarted != nil {
 		testHookStarted()
@@ -338,12 +350,21 @@ func runTuning(ctx context.Context, s *Scenario, tun *Tuning, cfg RunConfig) (fi
 	if err != nil {
 		return nil, tr, fmt.Errorf("viewers: %w", err)
 	}
-	if cfg.OnTarget != nil {
-		stop, err := serveViewerMetrics(swarm, cfg.OnTarget, labels)
+	if onTarget != nil {
+		stop, err := serveViewerMetrics(swarm, onTarget, labels)
 		if err != nil {
 			return nil, tr, err
 		}
 		defer stop()
+	}
+	if cfg.BeforeViewers != nil {
+		if err := cfg.BeforeViewers(ctx, announced); err != nil {
+			if ctx.Err() != nil {
+				tr.Incomplete = true
+				return nil, tr, nil
+			}
+			events.note("prometheus", "before the viewers: "+err.Error())
+		}
 	}
 
 	sampler := topo

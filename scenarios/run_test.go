@@ -150,9 +150,24 @@ func TestRunMeasuresTheRelayAndStopsIt(t *testing.T) {
 		defer mu.Unlock()
 		targets = append(targets, tg)
 	}
+	// BeforeViewers sees each tuning's six targets, the viewers' included, before any
+	// viewer has arrived.
+	var before [][]Target
+	cfg.BeforeViewers = func(ctx context.Context, ts []Target) error {
+		mu.Lock()
+		defer mu.Unlock()
+		before = append(before, append([]Target(nil), ts...))
+		if got := len(targets); got != 6*len(before) {
+			t.Errorf("BeforeViewers call %d: %d targets announced so far, want %d", len(before), got, 6*len(before))
+		}
+		return errors.New("prometheus never scraped (test)") // noted, not fatal
+	}
 	res, err := Run(context.Background(), s, cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(before) != 2 || len(before[0]) != 6 || before[0][5].Job != "viewers" {
+		t.Errorf("BeforeViewers calls %+v, want 2 of 6 targets ending with the viewers", before)
 	}
 	sum, err := report.Read(filepath.Join(cfg.Dir, report.SummaryFile))
 	if err != nil {

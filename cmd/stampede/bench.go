@@ -116,6 +116,7 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				fmt.Fprintf(stderr, "prometheus: adding %s: %v\n", t.Addr, err)
 			}
 		}
+		cfg.BeforeViewers = waitScraped(promSrv, benchScrapeWait)
 	}
 	fmt.Fprintf(stderr, "bench %s: run %s, %d tuning(s), %s each; results in %s\n", s.Name, *runName, len(s.Tunings), s.Duration, *out)
 
@@ -295,4 +296,26 @@ func contains(l []string, s string) bool {
 func isTerminalWriter(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && isTerminal(f)
+}
+
+// benchScrapeWait bounds how long a tuning waits for Prometheus's first scrape of its
+// processes before the viewers arrive anyway (the wait is noted in the summary).
+const benchScrapeWait = 30 * time.Second
+
+// waitScraped returns a BeforeViewers hook that waits, at most limit, until Prometheus
+// has scraped every process of the tuning once.
+func waitScraped(p *prometheus.Server, limit time.Duration) func(context.Context, []scenarios.Target) error {
+	return func(ctx context.Context, targets []scenarios.Target) error {
+		addrs := make([]string, len(targets))
+		for i, t := range targets {
+			addrs[i] = t.Addr
+		}
+		wctx, cancel := context.WithTimeout(ctx, limit)
+		defer cancel()
+		err := p.WaitScraped(wctx, addrs)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
 }

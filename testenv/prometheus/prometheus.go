@@ -346,6 +346,47 @@ func (s *Server) TargetsUp(ctx context.Context) (up, total int, err error) {
 	return up, len(data.ActiveTargets), nil
 }
 
+// WaitScraped blocks until every address in addrs is an active target that has been
+// scraped successfully at least once, or ctx ends. Counters first seen after an event
+// hide it from increase(); waiting here lets a caller start its load only once
+// Prometheus holds each series' starting value.
+func (s *Server) WaitScraped(ctx context.Context, addrs []string) error {
+	want := map[string]bool{}
+	for _, a := range addrs {
+		want[a] = true
+	}
+	for {
+		var data struct {
+			ActiveTargets []struct {
+				ScrapeURL string `json:"scrapeUrl"`
+				Health    string `json:"health"`
+			} `json:"activeTargets"`
+		}
+		err := s.api(ctx, "/api/v1/targets", url.Values{"state": {"active"}}, &data)
+		if err == nil {
+			up := 0
+			for _, t := range data.ActiveTargets {
+				if u, perr := url.Parse(t.ScrapeURL); perr == nil && want[u.Host] && t.Health == "up" {
+					up++
+				}
+			}
+			if up >= len(want) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("not every target scraped yet (%d wanted)", len(want))
+			}
+			return fmt.Errorf("waiting for Prometheus to scrape %d targets: %w (%v)", len(want), ctx.Err(), err)
+		case <-s.done:
+			return errors.New("prometheus exited")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 func (s *Server) api(ctx context.Context, path string, v url.Values, into any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL()+path+"?"+v.Encode(), nil)
 	if err != nil {

@@ -50,7 +50,18 @@ func TestRealPrometheusScrapesAndAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Poll with a deadline until both targets have been scraped.
+	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
+	if err := p.WaitScraped(wctx, []string{addrA, addrB}); err != nil {
+		t.Fatalf("WaitScraped: %v", err)
+	}
+	wcancel()
+	// Once scraped, the values are there to query (within an evaluation, so still poll).
+	sctx, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	if err := p.WaitScraped(sctx, []string{addrA, "127.0.0.1:1"}); err == nil {
+		t.Fatal("WaitScraped returned for an address that is no target")
+	}
+	scancel()
+	// Poll with a deadline until both targets' values are queryable.
 	var samples []Sample
 	deadline := time.Now().Add(60 * time.Second)
 	for {
