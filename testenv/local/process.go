@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -129,10 +130,67 @@ func (b *CrashBackoff) Crashed(ran time.Duration) time.Duration {
 // Reset starts a new series: the next crash waits Base.
 func (b *CrashBackoff) Reset() { b.inARow = 0 }
 
+// bindAttempts is how often Start tries a process whose port was taken between its
+// reservation and the process binding it.
+const bindAttempts = 3
+
 // Start runs a new process from spec and waits for its health check. The process's
 // address is reserved by Addr(spec.Name) if it was not already. On error nothing of
 // this process keeps running.
+//
+// A reserved port is free when reserved, but the process binds it a moment later, and
+// another socket may take it in between. When the process then dies with "address
+// already in use" and its arguments name the address, Start reserves another port,
+// puts it in the arguments and tries again.
 func (s *Supervisor) Start(ctx context.Context, spec Spec) (*Process, error) {
+	for attempt := 1; ; attempt++ {
+		p, err := s.start(ctx, spec)
+		if err == nil || attempt == bindAttempts || ctx.Err() != nil || !strings.Contains(err.Error(), "address already in use") {
+			return p, err
+		}
+		old := p.Addr()
+		args := slices.Clone(spec.Args)
+		named := false
+		for i, a := range args {
+			if strings.Contains(a, old) {
+				args[i] = "" // replaced below, once the new address is known
+				named = true
+			}
+		}
+		if !named || !s.forget(p) {
+			return p, err
+		}
+		addr, aerr := s.Addr(spec.Name)
+		if aerr != nil {
+			return p, err
+		}
+		for i, a := range spec.Args {
+			if args[i] == "" {
+				args[i] = strings.ReplaceAll(a, old, addr)
+			}
+		}
+		s.emit(spec.Name, EventNote, fmt.Sprintf("port of %s was taken before it could bind; trying %s", old, addr))
+		spec.Args = args
+	}
+}
+
+// forget drops a process that failed to start, and its address, so that Start can run
+// it again under the same name. It reports false if the process is running.
+func (s *Supervisor) forget(p *Process) bool {
+	if p == nil || p.Running() {
+		return false
+	}
+	p.shutdown()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.procs[p.spec.Name] == p {
+		delete(s.procs, p.spec.Name)
+		delete(s.addrs, p.spec.Name)
+	}
+	return true
+}
+
+func (s *Supervisor) start(ctx context.Context, spec Spec) (*Process, error) {
 	if !namePattern.MatchString(spec.Name) {
 		return nil, fmt.Errorf("local: bad process name %q", spec.Name)
 	}

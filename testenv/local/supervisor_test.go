@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -376,5 +377,39 @@ func TestRealCounterCrashLoop(t *testing.T) {
 	}
 	if _, err := get(p.URL()+"/healthz", 10*time.Second); err != nil {
 		t.Errorf("counter not back after its crash: %v", err)
+	}
+}
+
+// TestPortTakenBeforeTheProcessBinds: the port reserved for a process is taken by
+// another socket before the process binds it (seen once in CI); Start notices the
+// "address already in use" death, reserves another address, rewrites the argument that
+// named the old one and starts the process there.
+func TestPortTakenBeforeTheProcessBinds(t *testing.T) {
+	onEvent, evs := events()
+	s := newSupervisor(t, Config{OnEvent: onEvent})
+	addr, err := s.Addr("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	thief, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer thief.Close()
+	p, err := s.Start(context.Background(), childSpec("web", "-listen", addr))
+	if err != nil {
+		t.Fatalf("Start did not recover from a taken port: %v", err)
+	}
+	if p.Addr() == addr {
+		t.Fatalf("process still on the taken address %s", addr)
+	}
+	if got, err := get(p.URL()+"/healthz", 5*time.Second); err != nil || strings.TrimSpace(got) != "ok" {
+		t.Fatalf("healthz on the new address: %q, %v", got, err)
+	}
+	if e := waitEvent(t, evs, "web", EventNote); !strings.Contains(e.Detail, "taken") {
+		t.Fatalf("note %q does not say the port was taken", e.Detail)
+	}
+	if a, _ := s.Addr("web"); a != p.Addr() {
+		t.Fatalf("supervisor reserves %s for web, process is on %s", a, p.Addr())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -311,8 +312,16 @@ func (t *Topology) proxy(name, target string, rtt time.Duration, link *faultprox
 	if err != nil {
 		return nil, err
 	}
+	// The proxy lives in this process, so it can take a free port on its own address at
+	// once: the address the supervisor reserved would have to be released and bound
+	// again, and another socket can take the port in between (seen once in CI as
+	// "address already in use"). Users read the proxy's address from Addr().
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
 	p, err := faultproxy.New(faultproxy.Config{
-		Listen: addr, Target: target, Delay: rtt, Link: link, PreserveSource: preserveSource,
+		Listen: net.JoinHostPort(host, "0"), Target: target, Delay: rtt, Link: link, PreserveSource: preserveSource,
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
